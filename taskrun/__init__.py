@@ -1,0 +1,22 @@
+"""taskrun: background jobs, delays and periodic tasks inside your gevent web server.
+
+Importing taskrun has no side effects and never monkey-patches.
+"""
+
+from __future__ import annotations
+
+from taskrun.clock import ManualClock as ManualClock
+from taskrun.errors import ConfigError as ConfigError
+from taskrun.errors import InvalidSchedule as InvalidSchedule
+from taskrun.errors import JobCancelled as JobCancelled
+from taskrun.errors import JobTimeout as JobTimeout
+from taskrun.errors import QueueFull as QueueFull
+from taskrun.errors import RunnerNotRunning as RunnerNotRunning
+from taskrun.errors import TaskrunError as TaskrunError
+from taskrun.errors import WaitTimeout as WaitTimeout
+from taskrun.jobs import Job as Job
+from taskrun.jobs import JobState as JobState
+from taskrun.runner import TaskRunner as TaskRunner
+from taskrun.tasks import Task as Task
+
+__version__ = "0.1.0"

@@ -1,0 +1,288 @@
+"""The bounded pool that runs jobs: admit or refuse, run, record the outcome, drain.
+
+At most ``concurrency`` jobs run at once, each in one of up to
+``concurrency`` long-lived worker greenlets that pull from a FIFO backlog of
+at most ``max_pending`` jobs.  Reusing workers instead of spawning a greenlet
+per job makes enqueueing cheaper than a bare ``gevent.spawn``.  Admission
+never blocks: a full backlog raises :class:`~taskrun.errors.QueueFull` (or
+returns ``False`` from :meth:`Dispatcher.try_submit`).
+
+Jobs of ``executor="thread"`` tasks run in a dedicated
+:class:`gevent.threadpool.ThreadPool`, not the hub's shared one (whose
+saturation would stall DNS lookups); their worker greenlet waits without
+blocking the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import traceback
+from collections import deque
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import gevent
+from gevent.greenlet import Greenlet
+from gevent.hub import Waiter, get_hub
+from gevent.threadpool import ThreadPool
+
+from taskrun.clock import Clock
+from taskrun.errors import JobTimeout, QueueFull
+from taskrun.jobs import Job, JobState
+from taskrun.options import retry_delay, should_retry
+from taskrun.store import ResultStore
+
+logger = logging.getLogger(__name__)
+
+ContextFactory = Callable[[], AbstractContextManager[Any]]
+
+
+class _Cancelled(gevent.GreenletExit):
+    """Thrown into a worker to stop the job it is running (not the worker)."""
+
+
+class Dispatcher:
+    """Runs admitted jobs on a bounded set of worker greenlets.
+
+    Only the runner calls it, from greenlets of the hub's thread.
+
+    :param concurrency: the most jobs running at once.
+    :param max_pending: the most jobs waiting behind them.
+    :param threads: size of the thread pool for ``executor="thread"`` jobs.
+    :param store: told about every start and finish.
+    :param clock: stamps start and finish times.
+    :param schedule: called with a job whose ``due`` is set, to run it again later.
+    """
+
+    def __init__(
+        self,
+        concurrency: int,
+        max_pending: int,
+        threads: int,
+        store: ResultStore,
+        clock: Clock,
+        schedule: Callable[[Job[Any]], None],
+    ) -> None:
+        self.concurrency = concurrency
+        self.max_pending = max_pending
+        self._threads_size = threads
+        self._store = store
+        self._clock = clock
+        self._schedule = schedule
+        #: Wraps every run, e.g. a Flask app context; set by integrations.
+        self.context: ContextFactory = nullcontext
+        self._backlog: deque[Job[Any]] = deque()
+        self._idle: list[Waiter[Job[Any] | None]] = []
+        self._workers: set[Greenlet[..., None]] = set()
+        self._running: dict[Job[Any], Greenlet[..., None]] = {}
+        self._threadpool: ThreadPool | None = None
+        self._closing = False
+        self._rand = random.Random()
+        self.completed = 0
+        self.failed = 0
+
+    # -- admission ---------------------------------------------------------
+
+    @property
+    def backlog(self) -> int:
+        """How many admitted jobs wait for a free worker."""
+        return len(self._backlog)
+
+    @property
+    def running(self) -> int:
+        """How many jobs are running now."""
+        return len(self._running)
+
+    def try_submit(self, job: Job[Any]) -> bool:
+        """Admit ``job`` if there is room; never blocks.
+
+        :returns: ``False`` if the pool and the backlog are full.
+        """
+        if self._idle:
+            # LIFO: the most recently idle worker is the warmest.
+            waiter = self._idle.pop()
+            get_hub().loop.run_callback(waiter.switch, job)
+        elif len(self._workers) < self.concurrency:
+            worker: Greenlet[..., None] = Greenlet(self._work, job)
+            self._workers.add(worker)
+            worker.start()
+        elif len(self._backlog) < self.max_pending:
+            self._backlog.append(job)
+        else:
+            return False
+        return True
+
+    def submit(self, job: Job[Any]) -> None:
+        """Admit ``job`` or refuse it at once.
+
+        :raises QueueFull: if ``concurrency`` jobs run and ``max_pending`` wait.
+        """
+        if not self.try_submit(job):
+            raise QueueFull(
+                f"cannot accept job {job.id} ({job.name}): {len(self._running)} jobs running "
+                f"(concurrency={self.concurrency}) and {len(self._backlog)} waiting "
+                f"(max_pending={self.max_pending}); raise max_pending or concurrency, "
+                "or shed load and retry later"
+            )
+
+    # -- running -------------------------------------------------------------
+
+    def _work(self, job: Job[Any] | None) -> None:
+        """A worker's life: run jobs until the dispatcher closes."""
+        worker = gevent.getcurrent()
+        try:
+            while job is not None:
+                self.run(job, worker)  # type: ignore[arg-type]
+                if self._backlog:
+                    job = self._backlog.popleft()
+                elif self._closing:
+                    job = None
+                else:
+                    waiter: Waiter[Job[Any] | None] = Waiter()
+                    self._idle.append(waiter)
+                    job = waiter.get()
+        finally:
+            self._workers.discard(worker)
+
+    def run(self, job: Job[Any], worker: Greenlet[..., None] | None = None) -> None:
+        """Run one attempt of ``job`` in the calling greenlet and record its outcome.
+
+        Workers call this; eager mode calls it inline.  Never raises except
+        ``GreenletExit`` when the calling greenlet itself is killed.
+        """
+        if job.state is not JobState.PENDING:
+            return  # cancelled while it waited
+        job.state = JobState.STARTED
+        job.attempts += 1
+        job._started = self._clock.time()
+        self._store.update(job)
+        if worker is not None:
+            self._running[job] = worker
+        try:
+            value = self._call(job)
+        except _Cancelled:
+            self._record(job, JobState.CANCELLED, None)
+        except gevent.GreenletExit:
+            # The worker itself is being killed (shutdown past its grace
+            # period): the job stays STARTED and drain() reports it.
+            raise
+        except BaseException as error:  # noqa: B036 - a job must never take a worker down
+            self._failed(job, error)
+        else:
+            self._record(job, JobState.SUCCESS, value)
+        finally:
+            self._running.pop(job, None)
+
+    def _call(self, job: Job[Any]) -> Any:
+        options = job.task.options
+        if options.executor == "thread":
+            return self._call_in_thread(job, options.timeout)
+        if options.timeout is None:
+            with self.context():
+                return job.task.fn(*job.args, **(job.kwargs or {}))
+        timer = gevent.Timeout(options.timeout)
+        timer.start()
+        try:
+            with self.context():
+                return job.task.fn(*job.args, **(job.kwargs or {}))
+        except gevent.Timeout as fired:
+            if fired is not timer:
+                raise
+            raise JobTimeout(_timeout_message(job, options.timeout)) from None
+        finally:
+            timer.close()
+
+    def _call_in_thread(self, job: Job[Any], timeout: float | None) -> Any:
+        if self._threadpool is None:
+            self._threadpool = ThreadPool(self._threads_size)
+        context = self.context
+
+        def in_thread() -> Any:
+            with context():
+                return job.task.fn(*job.args, **(job.kwargs or {}))
+
+        pending = self._threadpool.spawn(in_thread)
+        try:
+            return pending.get(timeout=timeout)
+        except gevent.Timeout:
+            # A thread cannot be killed: it runs on, and its late result is dropped.
+            raise JobTimeout(_timeout_message(job, timeout) + " (the thread runs on)") from None
+
+    def _failed(self, job: Job[Any], error: BaseException) -> None:
+        options = job.task.options
+        job.traceback = "".join(traceback.format_exception(error))
+        if not self._closing and should_retry(options, job.attempts, error):
+            delay = retry_delay(options, job.attempts, self._rand)
+            logger.warning(
+                "job %s (%s) failed on attempt %d (%r); retrying in %.2f s",
+                job.id,
+                job.name,
+                job.attempts,
+                error,
+                delay,
+            )
+            job.state = JobState.RETRY
+            job._value = error
+            job.due = self._clock.time() + delay
+            self._store.update(job)
+            self._schedule(job)
+            return
+        logger.error("job %s (%s) failed", job.id, job.name, exc_info=error)
+        self.failed += 1
+        self._record(job, JobState.FAILURE, error)
+
+    def _record(self, job: Job[Any], state: JobState, value: Any) -> None:
+        if job.ready():
+            return  # cancelled while a thread ran: the late outcome is dropped
+        self.completed += 1
+        job._finish(state, value, self._clock.time())
+        self._store.finish(job)
+
+    # -- cancellation ------------------------------------------------------
+
+    def cancel_running(self, job: Job[Any]) -> bool:
+        """Stop ``job`` if a worker is running it; return whether one was."""
+        worker = self._running.get(job)
+        if worker is None:
+            return False
+        get_hub().loop.run_callback(self._throw_cancel, job, worker)
+        return True
+
+    def _throw_cancel(self, job: Job[Any], worker: Greenlet[..., None]) -> None:
+        # Runs in the hub: the worker is suspended, so the check cannot race.
+        if self._running.get(job) is worker:
+            worker.throw(_Cancelled())
+
+    # -- shutdown ----------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop admitting; idle workers exit, busy ones finish the backlog."""
+        self._closing = True
+        idle, self._idle = self._idle, []
+        for waiter in idle:
+            get_hub().loop.run_callback(waiter.switch, None)
+
+    def drain(self, timeout: float | None) -> list[Job[Any]]:
+        """Wait up to ``timeout`` s for the backlog and running jobs, then kill the rest.
+
+        Call :meth:`close` first.
+
+        :returns: the jobs that did not finish: killed while running or never started.
+        """
+        gevent.joinall(list(self._workers), timeout=timeout)
+        left = list(self._running) + list(self._backlog)
+        self._backlog.clear()
+        if self._workers:
+            gevent.killall(list(self._workers), block=True, timeout=5)
+        if self._threadpool is not None:
+            self._threadpool.kill()
+        return left
+
+
+def _timeout_message(job: Job[Any], timeout: float | None) -> str:
+    return (
+        f"job {job.id} ({job.name}) ran past its timeout of {timeout!r} s; "
+        "raise the task's timeout= or make the work smaller"
+    )

@@ -1,0 +1,245 @@
+"""Jobs: the handle a caller keeps for one run of a task, and its states.
+
+A *task* is the function; a *job* is one run of it.  A :class:`Job` is
+created by ``Task.delay``/``apply_async``, moves through the
+:class:`JobState` values allowed by :data:`TRANSITIONS`, and can be waited
+on with :meth:`Job.get` from any greenlet of the process that owns it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Generic, Protocol, TypeVar
+
+from gevent.event import Event
+
+from taskrun.errors import JobCancelled, JobLost, WaitTimeout
+from taskrun.options import TaskOptions
+
+R = TypeVar("R")
+
+
+class JobState(StrEnum):
+    """Where a job is in its life; the names match Celery's."""
+
+    PENDING = "PENDING"  # accepted, waiting for a free slot in the pool
+    SCHEDULED = "SCHEDULED"  # waiting for its eta
+    STARTED = "STARTED"  # running now
+    RETRY = "RETRY"  # failed, waiting to run again
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    CANCELLED = "CANCELLED"
+
+
+FINISHED = frozenset({JobState.SUCCESS, JobState.FAILURE, JobState.CANCELLED})
+
+#: The allowed moves between states.  ``STARTED -> PENDING`` hands a job
+#: back (a graceful shutdown's deadline with a durable store).
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.SCHEDULED: frozenset({JobState.PENDING, JobState.CANCELLED}),
+    JobState.PENDING: frozenset({JobState.STARTED, JobState.CANCELLED}),
+    JobState.STARTED: frozenset(
+        {JobState.SUCCESS, JobState.FAILURE, JobState.RETRY, JobState.CANCELLED, JobState.PENDING}
+    ),
+    JobState.RETRY: frozenset({JobState.PENDING, JobState.CANCELLED}),
+    JobState.SUCCESS: frozenset(),
+    JobState.FAILURE: frozenset(),
+    JobState.CANCELLED: frozenset(),
+}
+
+
+def can_move(current: JobState, new: JobState) -> bool:
+    """Return whether a job in state ``current`` may move to ``new``."""
+    return new in TRANSITIONS[current]
+
+
+def new_job_id() -> str:
+    """Return a fresh, unguessable job id (128 random bits, URL-safe)."""
+    return secrets.token_urlsafe(16)
+
+
+class TaskLike(Protocol):
+    """What a job needs to know about its task."""
+
+    @property
+    def name(self) -> str:
+        """The task's registered name."""
+        ...
+
+    @property
+    def options(self) -> TaskOptions:
+        """How jobs of the task run, retry and time out."""
+        ...
+
+    @property
+    def fn(self) -> Callable[..., Any]:
+        """The function a job calls."""
+        ...
+
+
+class JobControl(Protocol):
+    """What a job needs from the runner that owns it."""
+
+    def cancel_job(self, job: Job[Any]) -> bool:
+        """Cancel ``job``; return whether it was still unfinished."""
+        ...
+
+
+def _as_datetime(stamp: float | None) -> datetime | None:
+    return None if stamp is None else datetime.fromtimestamp(stamp, UTC)
+
+
+class Job(Generic[R]):
+    """One run of a task: its id, state, and (once finished) its outcome.
+
+    Callers get a ``Job`` from ``delay``/``apply_async`` or ``runner.job(id)``.
+    Waiting (:meth:`get`) blocks only the calling greenlet.  Fields are
+    written by the runner; treat them as read-only.
+    """
+
+    __slots__ = (
+        "id",
+        "task",
+        "args",
+        "kwargs",
+        "state",
+        "_value",
+        "traceback",
+        "attempts",
+        "_enqueued",
+        "_started",
+        "_finished",
+        "due",
+        "_done",
+        "_control",
+    )
+
+    def __init__(
+        self,
+        task: TaskLike,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None,
+        control: JobControl | None,
+        *,
+        job_id: str | None = None,
+        state: JobState = JobState.PENDING,
+        enqueued: float = 0.0,
+    ) -> None:
+        self.id: str = job_id or new_job_id()
+        self.task = task
+        self.args = args
+        self.kwargs = kwargs
+        self.state: JobState = state
+        self._value: Any = None
+        #: The formatted traceback of the last failure, or ``None``.
+        self.traceback: str | None = None
+        #: How many times the job has started (1 on the first run).
+        self.attempts = 0
+        self._enqueued = enqueued
+        self._started: float | None = None
+        self._finished: float | None = None
+        #: When a scheduled or retrying job is due (POSIX seconds), else 0.
+        self.due = 0.0
+        self._done: Event | None = None
+        self._control = control
+
+    # Jobs are ordered by due time so the scheduler's heap can hold them.
+    def __lt__(self, other: Job[Any]) -> bool:
+        return self.due < other.due
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} {self.name} {self.state.value}>"
+
+    @property
+    def name(self) -> str:
+        """The task's name."""
+        return self.task.name
+
+    @property
+    def enqueued_at(self) -> datetime | None:
+        """When the job was accepted (aware UTC)."""
+        return _as_datetime(self._enqueued)
+
+    @property
+    def started_at(self) -> datetime | None:
+        """When the latest attempt started (aware UTC), or ``None``."""
+        return _as_datetime(self._started)
+
+    @property
+    def finished_at(self) -> datetime | None:
+        """When the job finished (aware UTC), or ``None``."""
+        return _as_datetime(self._finished)
+
+    @property
+    def eta(self) -> datetime | None:
+        """When a scheduled or retrying job is due to run (aware UTC), or ``None``."""
+        return _as_datetime(self.due) if self.due else None
+
+    @property
+    def result(self) -> Any:
+        """The return value on SUCCESS, the exception on FAILURE, else ``None``."""
+        return self._value
+
+    def ready(self) -> bool:
+        """Return whether the job has finished (succeeded, failed or was cancelled)."""
+        return self.state in FINISHED
+
+    def successful(self) -> bool:
+        """Return whether the job finished with SUCCESS."""
+        return self.state is JobState.SUCCESS
+
+    def failed(self) -> bool:
+        """Return whether the job finished with FAILURE."""
+        return self.state is JobState.FAILURE
+
+    def get(self, timeout: float | None = None) -> R:
+        """Wait for the job to finish and return its value.
+
+        Blocks the calling greenlet only.
+
+        :param timeout: seconds to wait; ``None`` waits as long as it takes.
+        :returns: the task's return value.
+        :raises WaitTimeout: (a ``TimeoutError``) if the job is not finished in time.
+        :raises JobCancelled: if the job was cancelled.
+        :raises Exception: the task's own exception, type and args intact, if it failed.
+        """
+        if not self.ready():
+            if self._done is None:
+                self._done = Event()
+            if not self._done.wait(timeout) and not self.ready():
+                raise WaitTimeout(
+                    f"job {self.id} ({self.name}) did not finish within {timeout!r} s "
+                    f"(state {self.state.value}); wait longer or poll job.ready()"
+                )
+        if self.state is JobState.SUCCESS:
+            return self._value  # type: ignore[no-any-return]
+        if self.state is JobState.FAILURE:
+            if isinstance(self._value, BaseException):
+                raise self._value
+            raise JobLost(f"job {self.id} ({self.name}) failed: {self._value!r}")
+        raise JobCancelled(f"job {self.id} ({self.name}) was cancelled")
+
+    def cancel(self) -> bool:
+        """Cancel the job: a pending or scheduled job never runs, a running one is stopped.
+
+        A running greenlet job is killed; a running thread job cannot be
+        killed, so its result is discarded when it returns.
+
+        :returns: ``True`` if the job was unfinished and is now CANCELLED.
+        """
+        if self.ready() or self._control is None:
+            return False
+        return self._control.cancel_job(self)
+
+    # -- written by the runner -------------------------------------------
+
+    def _finish(self, state: JobState, value: Any, now: float) -> None:
+        """Record the outcome and wake every waiter."""
+        self.state = state
+        self._value = value
+        self._finished = now
+        if self._done is not None:
+            self._done.set()

@@ -1,0 +1,95 @@
+"""Task options and the pure policies they drive (validation, retry back-off).
+
+Options are checked when the task is declared, so a typo fails at import
+time rather than on the first run.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Literal
+
+from taskrun.errors import ConfigError
+
+Executor = Literal["greenlet", "thread"]
+EXECUTORS: tuple[Executor, ...] = ("greenlet", "thread")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOptions:
+    """How jobs of one task run, retry and time out.
+
+    :param retries: extra attempts after the first failure (0: none).
+    :param retry_delay: seconds before the first retry.
+    :param retry_backoff: factor applied to the delay for each later retry.
+    :param retry_jitter: randomise each delay within its upper half, so
+        jobs that failed together do not retry together.
+    :param retry_on: exception types that trigger a retry; others fail at once.
+    :param timeout: seconds a run may take, or ``None`` for no limit.
+    :param executor: ``"greenlet"`` (the event loop) or ``"thread"`` (a
+        dedicated thread pool, for blocking or CPU-bound work).
+    :raises ConfigError: if any option is out of range.
+    """
+
+    retries: int = 0
+    retry_delay: float = 1.0
+    retry_backoff: float = 2.0
+    retry_jitter: bool = True
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    timeout: float | None = None
+    executor: Executor = "greenlet"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
+            raise ConfigError(
+                f"retries must be a whole number >= 0, got {self.retries!r}; "
+                "use retries=0 for no retries"
+            )
+        _check_seconds("retry_delay", self.retry_delay, allow_zero=True)
+        if not isinstance(self.retry_backoff, int | float) or self.retry_backoff < 1:
+            raise ConfigError(
+                f"retry_backoff must be a number >= 1, got {self.retry_backoff!r}; "
+                "use 1 for a constant delay, 2 to double it each time"
+            )
+        if not isinstance(self.retry_on, tuple) or not all(
+            isinstance(t, type) and issubclass(t, BaseException) for t in self.retry_on
+        ):
+            raise ConfigError(
+                f"retry_on must be a tuple of exception classes, got {self.retry_on!r}; "
+                "e.g. retry_on=(ConnectionError, TimeoutError)"
+            )
+        if self.timeout is not None:
+            _check_seconds("timeout", self.timeout, allow_zero=False)
+        if self.executor not in EXECUTORS:
+            raise ConfigError(
+                f"executor must be one of {EXECUTORS!r}, got {self.executor!r}; "
+                'use "thread" for blocking or CPU-bound work'
+            )
+
+
+def _check_seconds(name: str, value: object, *, allow_zero: bool) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if ok and (value > 0 or (allow_zero and value == 0)):  # type: ignore[operator]
+        return
+    bound = ">= 0" if allow_zero else "> 0"
+    raise ConfigError(f"{name} must be a number of seconds {bound}, got {value!r}")
+
+
+def retry_delay(options: TaskOptions, failed_attempts: int, rand: random.Random) -> float:
+    """Return the seconds to wait before the next attempt.
+
+    The delay grows as ``retry_delay * retry_backoff ** (failed_attempts - 1)``;
+    with jitter it is drawn uniformly from the upper half of that value.
+
+    :param failed_attempts: attempts made so far (1 after the first failure).
+    """
+    delay = options.retry_delay * options.retry_backoff ** max(failed_attempts - 1, 0)
+    if options.retry_jitter:
+        delay = rand.uniform(delay / 2, delay)
+    return delay
+
+
+def should_retry(options: TaskOptions, failed_attempts: int, error: BaseException) -> bool:
+    """Return whether a job that raised ``error`` on attempt ``failed_attempts`` runs again."""
+    return failed_attempts <= options.retries and isinstance(error, options.retry_on)
