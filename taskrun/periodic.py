@@ -1,0 +1,141 @@
+"""Periodic jobs: the timer entry of one periodic task and the pure policies it follows.
+
+Policies, all pure (time is passed in):
+
+* **Slots.** A crontab's slots are its fire times; an interval's slots are
+  aligned to multiples of the interval since the Unix epoch, so every
+  process of an app (and every restart) agrees on them.
+* **Misfire.** When the timer wakes late (the loop was blocked or the
+  machine slept), the slots missed meanwhile are coalesced: the latest one
+  runs once if it is within ``misfire_grace`` seconds, never a burst; the
+  others are counted as missed.
+* **Overlap.** A slot that comes due while the previous run of the same
+  task is still unfinished is skipped and counted (unless ``overlap=True``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from taskrun.jobs import Job, JobState
+from taskrun.schedules import IntervalSchedule, Schedule
+from taskrun.tasks import Task
+
+#: Bounds the walk over missed slots after a very long pause.
+MAX_CATCH_UP_STEPS = 10_000
+
+
+def _at(stamp: float) -> datetime:
+    return datetime.fromtimestamp(stamp, UTC)
+
+
+def first_slot(schedule: Schedule, now: float) -> float:
+    """Return the first slot of ``schedule`` strictly after POSIX time ``now``."""
+    if isinstance(schedule, IntervalSchedule):
+        step = schedule.interval.total_seconds()
+        return (math.floor(now / step) + 1) * step
+    return schedule.next_after(_at(now)).timestamp()
+
+
+def next_slot(schedule: Schedule, slot: float) -> float:
+    """Return the slot of ``schedule`` after ``slot`` (POSIX seconds)."""
+    if isinstance(schedule, IntervalSchedule):
+        return slot + schedule.interval.total_seconds()
+    return schedule.next_after(_at(slot)).timestamp()
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUp:
+    """What to do when a slot's timer fires at ``now``."""
+
+    run_slot: float | None  # the slot to run now, or None if all are too late
+    missed: int  # slots dropped (coalesced or past the grace period)
+    next_slot: float  # the first slot strictly after now
+
+
+def catch_up(schedule: Schedule, slot: float, now: float, grace: float) -> CatchUp:
+    """Coalesce the slots from ``slot`` up to ``now`` into at most one run.
+
+    :param slot: the slot whose timer fired (``slot <= now``).
+    :param grace: how late (seconds) a slot may still run.
+    """
+    latest, missed = slot, 0
+    upcoming = next_slot(schedule, slot)
+    steps = 0
+    while upcoming <= now:
+        latest, missed, steps = upcoming, missed + 1, steps + 1
+        if steps >= MAX_CATCH_UP_STEPS:
+            upcoming = first_slot(schedule, now)
+            break
+        upcoming = next_slot(schedule, upcoming)
+    if now - latest <= grace:
+        return CatchUp(latest, missed, upcoming)
+    return CatchUp(None, missed + 1, upcoming)
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodicInfo:
+    """A snapshot of one periodic job, for monitoring (``runner.periodic_jobs()``)."""
+
+    name: str
+    schedule: str
+    next_run: datetime | None
+    last_run: datetime | None
+    last_state: JobState | None
+    runs: int
+    skipped_overlap: int
+    skipped_full: int
+    missed: int
+    is_leader: bool
+
+
+class PeriodicEntry:
+    """The timer-heap entry of one periodic task; it carries its own counters.
+
+    :param task: the task to run each slot.
+    :param schedule: when.
+    :param overlap: allow a run while the previous one is unfinished.
+    :param misfire_grace: how late (seconds) a slot may still run.
+    """
+
+    def __init__(
+        self, task: Task[..., Any], schedule: Schedule, overlap: bool, misfire_grace: float
+    ) -> None:
+        self.task = task
+        self.schedule = schedule
+        self.overlap = overlap
+        self.misfire_grace = misfire_grace
+        self.slot = 0.0  # the nominal time of the next run
+        self.due = 0.0  # when the timer fires: slot plus any jitter
+        self.last_job: Job[Any] | None = None
+        self.last_run: float | None = None
+        self.runs = 0
+        self.skipped_overlap = 0
+        self.skipped_full = 0
+        self.missed = 0
+
+    def __lt__(self, other: Any) -> bool:
+        return self.due < other.due  # type: ignore[no-any-return]
+
+    def is_busy(self) -> bool:
+        """Return whether the previous run has not finished yet."""
+        return self.last_job is not None and not self.last_job.ready()
+
+    def info(self, is_leader: bool) -> PeriodicInfo:
+        """Return a snapshot for monitoring."""
+        last = self.last_job
+        return PeriodicInfo(
+            name=self.task.name,
+            schedule=self.schedule.describe(),
+            next_run=_at(self.slot) if self.slot else None,
+            last_run=_at(self.last_run) if self.last_run is not None else None,
+            last_state=last.state if last is not None else None,
+            runs=self.runs,
+            skipped_overlap=self.skipped_overlap,
+            skipped_full=self.skipped_full,
+            missed=self.missed,
+            is_leader=is_leader,
+        )
