@@ -21,9 +21,10 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, cast
 
 import gevent
+from gevent.event import Event
 from gevent.greenlet import Greenlet
 from gevent.hub import Waiter, get_hub
 from gevent.threadpool import ThreadPool
@@ -79,6 +80,9 @@ class Dispatcher:
         self._running: dict[Job[Any], Greenlet[..., None]] = {}
         self._threadpool: ThreadPool | None = None
         self._closing = False
+        # hurry(): a drain in progress (or the next one) kills at once.
+        self._hurried = False
+        self._hurry: Event | None = None
         self._rand = random.Random()
         self.completed = 0
         self.failed = 0
@@ -94,6 +98,11 @@ class Dispatcher:
     def running(self) -> int:
         """How many jobs are running now."""
         return len(self._running)
+
+    @property
+    def busy(self) -> int:
+        """How many workers hold a job: running, or handed one and about to start it."""
+        return len(self._workers) - len(self._idle)
 
     def try_submit(self, job: Job[Any]) -> bool:
         """Admit ``job`` if there is room; never blocks.
@@ -121,7 +130,7 @@ class Dispatcher:
         """
         if not self.try_submit(job):
             raise QueueFull(
-                f"cannot accept job {job.id} ({job.name}): {len(self._running)} jobs running "
+                f"cannot accept job {job.id} ({job.name}): {self.busy} jobs running "
                 f"(concurrency={self.concurrency}) and {len(self._backlog)} waiting "
                 f"(max_pending={self.max_pending}); raise max_pending or concurrency, "
                 "or shed load and retry later"
@@ -154,6 +163,8 @@ class Dispatcher:
         """
         if job.state is not JobState.PENDING:
             return  # cancelled while it waited
+        if not self._store.before_run(job) or job.state is not JobState.PENDING:
+            return  # owned by another process now, or cancelled while its row was written
         job.state = JobState.STARTED
         job.attempts += 1
         job._started = self._clock.time()
@@ -199,16 +210,26 @@ class Dispatcher:
             self._threadpool = ThreadPool(self._threads_size)
         context = self.context
 
-        def in_thread() -> Any:
-            with context():
-                return job.task.fn(*job.args, **(job.kwargs or {}))
+        def in_thread() -> tuple[bool, Any]:
+            # Hand any exception back as a value: one raised out of a pool
+            # thread goes to the hub, which prints it and throws SystemExit
+            # or KeyboardInterrupt into the main greenlet.
+            try:
+                with context():
+                    return True, job.task.fn(*job.args, **(job.kwargs or {}))
+            except BaseException as error:  # noqa: B036 - re-raised in the worker below
+                return False, error
 
         pending = self._threadpool.spawn(in_thread)
         try:
-            return pending.get(timeout=timeout)
+            # get() returns the (ok, value) pair: it blocks, so never ``None``.
+            ok, value = cast(tuple[bool, Any], pending.get(timeout=timeout))
         except gevent.Timeout:
             # A thread cannot be killed: it runs on, and its late result is dropped.
             raise JobTimeout(_timeout_message(job, timeout) + " (the thread runs on)") from None
+        if not ok:
+            raise value
+        return value
 
     def _failed(self, job: Job[Any], error: BaseException) -> None:
         options = job.task.options
@@ -257,6 +278,20 @@ class Dispatcher:
 
     # -- shutdown ----------------------------------------------------------
 
+    def open(self) -> None:
+        """Run and retry jobs again after :meth:`close` (a runner started anew)."""
+        self._closing = False
+        self._hurried = False
+
+    def hurry(self) -> None:
+        """Make the :meth:`drain` in progress, or the next one, kill what runs at once.
+
+        Never blocks; any greenlet may call it (e.g. on a second shutdown signal).
+        """
+        self._hurried = True
+        if self._hurry is not None:
+            self._hurry.set()
+
     def close(self) -> None:
         """Stop admitting; idle workers exit, busy ones finish the backlog."""
         self._closing = True
@@ -271,7 +306,19 @@ class Dispatcher:
 
         :returns: the jobs that did not finish: killed while running or never started.
         """
-        gevent.joinall(list(self._workers), timeout=timeout)
+        workers = list(self._workers)
+        if workers and not self._hurried:
+            self._hurry = hurry = Event()
+            waitables: list[Greenlet[..., None] | Event] = [*workers, hurry]
+            finished = 0
+            try:
+                with gevent.iwait(waitables, timeout=timeout) as ready_ones:
+                    for ready in ready_ones:
+                        finished += 1
+                        if ready is hurry or finished == len(workers):
+                            break
+            finally:
+                self._hurry = None
         left = list(self._running) + list(self._backlog)
         self._backlog.clear()
         if self._workers:

@@ -72,6 +72,11 @@ class Task(Generic[P, R]):
         return self._name
 
     @property
+    def runner(self) -> Submitter:
+        """The runner the task is registered with; it runs and cancels the task's jobs."""
+        return self._runner
+
+    @property
     def options(self) -> TaskOptions:
         """Retries, timeout and executor of this task's jobs."""
         return self._options
