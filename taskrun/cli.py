@@ -1,0 +1,140 @@
+"""The ``taskrun`` command: ``taskrun serve module:app`` serves an app and its runner.
+
+``main()`` monkey-patches the standard library with gevent *before* it
+imports the app or any taskrun module that serves, so every socket, lock and
+``ssl`` context the app creates is cooperative.  This module imports nothing
+at load time that a late patch would break.
+
+Example::
+
+    taskrun serve myapp:app --bind 127.0.0.1:8000 --grace 30
+    taskrun serve 'myapp:create_app()' --runner myapp.jobs:runner
+    python -m taskrun serve myapp:app
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported for real only after patching, in main()
+    from taskrun.runner import TaskRunner
+    from taskrun.wsgi import Server
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_SERVE_ERROR = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of the ``taskrun`` command."""
+    parser = argparse.ArgumentParser(
+        prog="taskrun",
+        description="Run a WSGI app's background jobs inside its gevent web server.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="serve a WSGI app and its TaskRunner with gevent",
+        description=(
+            "Monkey-patch with gevent, import the app, start its runner and serve it. "
+            "SIGTERM or SIGINT stops accepting, lets requests and jobs finish within "
+            "--grace seconds and exits 0; a second signal kills them at once."
+        ),
+    )
+    serve.add_argument(
+        "target",
+        metavar="MODULE:APP",
+        help="the app, e.g. myapp:app or 'myapp:create_app()' (a factory call)",
+    )
+    serve.add_argument(
+        "-b", "--bind", default="127.0.0.1:8000", help="HOST:PORT to listen on (%(default)s)"
+    )
+    serve.add_argument(
+        "--grace",
+        type=float,
+        default=30.0,
+        help="seconds to finish requests and jobs on shutdown (%(default)s)",
+    )
+    serve.add_argument(
+        "--runner",
+        metavar="MODULE:ATTR",
+        help="the TaskRunner, if the app does not lead to it (app.extensions['taskrun'] "
+        "or a module-level taskrun_runner)",
+    )
+    serve.add_argument(
+        "--connections",
+        type=int,
+        default=1000,
+        help="the most connections served at once (%(default)s)",
+    )
+    serve.add_argument("--no-access-log", action="store_true", help="do not log a line per request")
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="logging level (%(default)s)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``taskrun`` command line; return the process exit code.
+
+    Patches with gevent first, then parses ``argv`` (default ``sys.argv[1:]``)
+    and serves until stopped.  Blocks until the server has stopped.
+
+    :returns: 0 after a stop by signal, 1 if serving failed to start (e.g.
+        the address is in use), 2 for a bad argument or an app that cannot
+        be loaded.
+    """
+    from gevent import monkey
+
+    monkey.patch_all()
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s",
+    )
+    # Imported only now, on a patched stdlib.
+    from taskrun.errors import ConfigError
+
+    try:
+        server = _make_server(args)
+    except ConfigError as error:
+        logger.error("%s", error)
+        return EXIT_USAGE
+    try:
+        server.serve_forever()
+    except OSError as error:
+        logger.error("cannot serve on %s: %s; choose another --bind", args.bind, error)
+        return EXIT_SERVE_ERROR
+    return EXIT_OK
+
+
+def _make_server(args: argparse.Namespace) -> Server:
+    from taskrun.loading import find_runner, load_object, load_runner, split_target
+    from taskrun.wsgi import Server
+
+    # Like flask and gunicorn: the app is found from the current directory.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    app = load_object(args.target)
+    if args.runner:
+        runner: TaskRunner | None = load_runner(args.runner)
+    else:
+        runner = find_runner(app, split_target(args.target)[0])
+    return Server(
+        app,
+        runner,
+        bind=args.bind,
+        grace=args.grace,
+        connections=args.connections,
+        access_log=not args.no_access_log,
+    )

@@ -1,0 +1,221 @@
+"""gunicorn integration: a gevent worker that runs the app's jobs, and hooks for other workers.
+
+The whole deployment change is the worker class::
+
+    gunicorn -k taskrun.gunicorn.GeventWorker -w 4 --graceful-timeout 30 myapp:app
+
+Each worker process patches with gevent (as gunicorn's gevent worker does),
+loads the app, finds its :class:`~taskrun.runner.TaskRunner` (see
+:func:`taskrun.loading.find_runner`) and starts it after fork, so it is safe
+with ``--preload``: nothing runs in the master.  It installs no signal
+handler of its own; it extends gunicorn's:
+
+* ``SIGTERM`` (graceful stop, also sent by a reload): in-flight requests
+  finish, then jobs drain within what is left of ``graceful_timeout``
+  while the worker keeps telling the master it is alive.
+* ``max_requests`` recycling: jobs drain within ``$TASKRUN_RECYCLE_GRACE``
+  seconds (default 10, never beyond ``graceful_timeout``), heartbeat kept,
+  so the worker is not aborted as a timeout.  The budget is short because
+  a draining worker no longer accepts requests and gunicorn starts its
+  replacement only once it has exited.
+* ``SIGQUIT``/``SIGINT`` (quick exit): running jobs are killed at once.
+
+Jobs still running at the deadline are killed, marked CANCELLED and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from types import FrameType
+from typing import Any
+
+import gevent
+from gunicorn.workers.ggevent import GeventWorker as _GunicornGeventWorker
+
+from taskrun.checks import shared_store_problem
+from taskrun.loading import find_runner, no_runner_message, split_target
+from taskrun.runner import TaskRunner
+
+logger = logging.getLogger(__name__)
+
+#: The environment variable giving the drain budget of a ``max_requests`` recycle.
+RECYCLE_GRACE_ENV = "TASKRUN_RECYCLE_GRACE"
+DEFAULT_RECYCLE_GRACE = 10.0
+#: Longest pause between heartbeats while jobs drain.
+HEARTBEAT = 1.0
+
+
+def recycle_grace(graceful_timeout: float) -> float:
+    """Return the seconds a recycled worker gives its jobs: ``$TASKRUN_RECYCLE_GRACE``.
+
+    Default 10, capped at ``graceful_timeout``; a bad value is logged and
+    the default used.  Reads the environment when called.
+    """
+    text = os.environ.get(RECYCLE_GRACE_ENV, "").strip()
+    grace = DEFAULT_RECYCLE_GRACE
+    if text:
+        try:
+            grace = float(text)
+            if not math.isfinite(grace) or grace < 0:
+                raise ValueError(text)
+        except ValueError:
+            logger.warning(
+                "%s=%r is not a number of seconds >= 0; using %s s (e.g. %s=10)",
+                RECYCLE_GRACE_ENV,
+                text,
+                DEFAULT_RECYCLE_GRACE,
+                RECYCLE_GRACE_ENV,
+            )
+            grace = DEFAULT_RECYCLE_GRACE
+    return min(grace, graceful_timeout)
+
+
+def _find_worker_runner(worker: Any) -> TaskRunner | None:
+    """Find the runner of the app a gunicorn worker has loaded, or log why there is none."""
+    target = getattr(worker.app, "app_uri", None) or ""
+    module_name = split_target(target)[0] if target else None
+    runner = find_runner(worker.wsgi, module_name)
+    if runner is None:
+        logger.warning("%s; jobs will not run in this worker", no_runner_message(target))
+        return None
+    problem = shared_store_problem(runner.store, int(worker.cfg.workers))
+    if problem is not None:
+        logger.warning("%s", problem)
+    return runner
+
+
+class GeventWorker(_GunicornGeventWorker):  # type: ignore[misc]  # gunicorn is untyped
+    """gunicorn's gevent worker, running the app's :class:`TaskRunner` in each worker process.
+
+    Use it with ``-k taskrun.gunicorn.GeventWorker``.  The runner is found
+    when the app loads (a bad ``$TASKRUN_RUNNER`` stops the worker from
+    booting) and started right before serving; it is stopped after the
+    last request, with the budget described in :mod:`taskrun.gunicorn`.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._stop_asked_at: float | None = None
+        self._term_at: float | None = None
+        self._quick_exit = False
+        #: The runner found for the app, once loaded (``None`` if there is none).
+        self.runner: TaskRunner | None = None
+        super().__init__(*args, **kwargs)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the worker keeps serving; gunicorn sets it false to stop the worker."""
+        return bool(self.__dict__.get("_alive", False))
+
+    @alive.setter
+    def alive(self, value: bool) -> None:
+        # gunicorn flips this for every kind of stop (signal, max_requests,
+        # reload); the drain budget counts from the first flip.
+        if not value and self.alive and self._stop_asked_at is None:
+            self._stop_asked_at = time.monotonic()
+        self.__dict__["_alive"] = value
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """SIGTERM: stop gracefully; jobs get what is left of ``graceful_timeout``."""
+        if self._term_at is None:
+            self._term_at = time.monotonic()
+        super().handle_exit(sig, frame)
+
+    def handle_quit(self, sig: int, frame: FrameType | None) -> None:
+        """SIGQUIT/SIGINT: exit quickly; running jobs are killed at once."""
+        self._quick_exit = True
+        super().handle_quit(sig, frame)
+
+    def load_wsgi(self) -> None:
+        """Load the app (after patching, in the worker), then find its runner."""
+        super().load_wsgi()
+        self.runner = _find_worker_runner(self)
+
+    def run(self) -> None:
+        """Start the runner, serve until told to stop, then drain the jobs."""
+        if self.runner is not None:
+            self.runner.start()
+        try:
+            super().run()
+        finally:
+            if self.runner is not None:
+                self._stop_runner(self.runner)
+
+    def drain_budget(self) -> float:
+        """Return the seconds left for jobs to finish, from now.
+
+        After SIGTERM: what is left of ``graceful_timeout`` (less a moment to
+        exit before the master's SIGKILL); after any other stop (e.g.
+        ``max_requests``): :func:`recycle_grace` from when it was asked.
+        """
+        now = time.monotonic()
+        graceful = float(self.cfg.graceful_timeout)
+        if self._term_at is not None:
+            deadline = self._term_at + graceful - min(1.0, graceful * 0.2)
+        else:
+            deadline = (self._stop_asked_at or now) + recycle_grace(graceful)
+        return max(0.0, deadline - now)
+
+    def _stop_runner(self, runner: TaskRunner) -> None:
+        if self._quick_exit:
+            runner.stop(timeout=0)
+            return
+        budget = self.drain_budget()
+        logger.info("worker %s: letting jobs finish within %.1f s", self.pid, budget)
+        beat = min(HEARTBEAT, self.timeout / 2) if self.timeout else HEARTBEAT
+        stopper = gevent.spawn(runner.stop, round(budget, 2))
+        try:
+            while not stopper.ready():
+                self.notify()  # the master aborts a worker that stays silent
+                stopper.join(timeout=beat)
+        except BaseException:
+            # A quick exit (SIGQUIT) or a lost master while draining: kill now.
+            runner.stop_now()
+            stopper.join(timeout=10)
+            raise
+
+
+# -- hooks, for users who keep their own worker class ---------------------------
+
+
+def post_worker_init(worker: Any) -> None:
+    """gunicorn hook: start the app's runner in a worker that has loaded the app.
+
+    For a gevent-based worker class of your own; put in ``gunicorn.conf.py``::
+
+        from taskrun.gunicorn import post_worker_init, worker_exit, worker_int
+
+    Limits compared with :class:`GeventWorker`: ``worker_exit`` runs after
+    the worker's heartbeat has stopped and without knowing how much of
+    ``graceful_timeout`` the requests used, so its drain is capped at
+    ``min($TASKRUN_RECYCLE_GRACE, graceful_timeout, timeout - 1)`` and may
+    still be cut short by the master's SIGKILL.
+    """
+    runner = _find_worker_runner(worker)
+    worker.taskrun_runner = runner
+    if runner is not None:
+        runner.start()
+
+
+def worker_int(worker: Any) -> None:
+    """gunicorn hook: on SIGINT/SIGQUIT kill the worker's running jobs at once."""
+    runner = getattr(worker, "taskrun_runner", None)
+    if isinstance(runner, TaskRunner):
+        runner.stop(timeout=0)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """gunicorn hook: let the worker's jobs finish within a capped budget, then kill them.
+
+    Blocks up to ``min($TASKRUN_RECYCLE_GRACE, graceful_timeout, timeout - 1)``
+    seconds (see :func:`post_worker_init` for why it is capped).
+    """
+    runner = getattr(worker, "taskrun_runner", None)
+    if isinstance(runner, TaskRunner):
+        cfg = worker.cfg
+        budget = recycle_grace(float(cfg.graceful_timeout))
+        if cfg.timeout:
+            budget = min(budget, max(0.0, float(cfg.timeout) - 1.0))
+        runner.stop(timeout=budget)
