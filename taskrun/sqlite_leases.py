@@ -1,0 +1,258 @@
+"""Which process runs which job of a shared store: leases, take-over and housekeeping.
+
+Every process that opens the store holds a lease, renewed by a heartbeat
+each maintenance round; it owns the jobs it accepted or took over.  A
+process counts as dead when its pid is gone (or reused, or a zombie) or its
+heartbeat is older than the lease; a live process then hands that
+process's unfinished jobs back (running ones as PENDING) and takes them over
+in batches, together with jobs handed back by a graceful shutdown.  Only
+jobs of tasks this process has registered are taken, so a job of a task
+that only another deploy knows waits for a process that knows it.
+
+A process that stalls past half its lease starts no job until a heartbeat
+renews it; if it had been declared dead meanwhile, the jobs others took
+over are dropped here.  So a job runs in one process at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import gevent
+from gevent.threadpool import ThreadPool
+
+from taskrun import sqlite_db as db
+from taskrun.clock import Clock
+from taskrun.errors import JobLost, StoreError
+from taskrun.jobs import Job, JobControl, JobState, TaskLike
+from taskrun.sqlite_codec import decode_payload, job_from_row
+from taskrun.sqlite_procs import ProcessInfo
+from taskrun.sqlite_schema import connect
+from taskrun.sqlite_writer import BatchWriter, SqlRunner
+from taskrun.store import MemoryStore
+
+__all__ = ["CLAIM_LIMIT", "Leases", "StoreHost"]
+
+logger = logging.getLogger(__name__)
+
+#: Most jobs taken over per maintenance round.
+CLAIM_LIMIT = 500
+#: Most finished jobs deleted per rule per housekeeping pass.
+PRUNE_LIMIT = 20_000
+#: Periodic slot claims are kept this long (seconds).
+SLOT_KEEP = 7 * 86_400
+
+Poll = Callable[[Job[Any], float | None], None]
+
+
+class StoreHost(JobControl, Protocol):
+    """What the store needs from its runner to take over jobs of dead processes."""
+
+    @property
+    def tasks(self) -> Mapping[str, TaskLike]:
+        """The registered tasks by name."""
+        ...
+
+    def resume_job(self, job: Job[Any]) -> bool:
+        """Queue a recovered PENDING, SCHEDULED or RETRY job; ``False`` if there is no room."""
+        ...
+
+
+class Leases:
+    """This process's lease, its take-over of orphaned jobs and its housekeeping.
+
+    :param local: this process's live jobs (shared with the store).
+    :param finish: records a job the store ends itself (cancelled, unloadable).
+    :param poll: makes a dropped local job's ``get()`` follow its row instead.
+    """
+
+    def __init__(
+        self,
+        sql: SqlRunner,
+        me: ProcessInfo,
+        lease: float,
+        writer: BatchWriter,
+        local: MemoryStore,
+        clock: Clock,
+        finish: Callable[[Job[Any]], None],
+        poll: Poll,
+    ) -> None:
+        self._sql = sql
+        self._me = me
+        self._lease = lease
+        self._writer = writer
+        self._local = local
+        self._clock = clock
+        self._finish = finish
+        self._poll = poll
+        self.valid_until = time.monotonic() + lease / 2
+        self.abandoned: set[str] = set()
+        self._housekeeper = _Housekeeper(sql.path, me, lease, self._reaped)
+
+    def may_run(self, job: Job[Any]) -> bool:
+        """Return whether ``job`` is still this process's; waits out a stalled lease."""
+        if time.monotonic() > self.valid_until:
+            while time.monotonic() > self.valid_until and self._sql.is_open:
+                self._writer.round_now()
+                gevent.sleep(0.05)
+        return not (self.abandoned and job.id in self.abandoned)
+
+    def maintain(self, host: StoreHost | None, oldest_kept: float, max_results: int) -> None:
+        """One round: renew the lease, act on cancel requests, take over orphaned jobs."""
+        started = time.monotonic()
+        try:
+            if self._sql(db.heartbeat, self._me.token, time.time()):
+                self.valid_until = started + self._lease / 2
+            else:
+                self._rejoin()
+            if host is not None:
+                self._cancel_requested(host)
+                if self._sql(db.has_unowned):
+                    self._claim(host)
+        except (sqlite3.Error, StoreError) as error:
+            logger.error("taskrun store %s: maintenance failed: %s", self._sql.path, error)
+        self._housekeeper.start(oldest_kept, max_results)
+
+    def close(self) -> None:
+        """Stop housekeeping (waits up to 5 s for a pass in progress)."""
+        self._housekeeper.close()
+
+    def _rejoin(self) -> None:
+        """This process was declared dead (it stalled): keep what nobody took."""
+        mine = [job for job in self._local if not job.ready()]
+        kept = self._sql(db.keep_own, self._me, time.time(), [job.id for job in mine])
+        kept |= self._writer.uncommitted()
+        self.valid_until = time.monotonic() + self._lease / 2
+        lost = [job for job in mine if job.id not in kept]
+        for job in lost:
+            self.abandoned.add(job.id)
+            self._local.discard(job)
+            job._poll = self._poll
+        logger.error(
+            "taskrun store %s: this process missed its heartbeat for over %s s and was "
+            "declared dead; %d of its job(s) were taken over by other processes",
+            self._sql.path,
+            self._lease,
+            len(lost),
+        )
+
+    def _cancel_requested(self, host: StoreHost) -> None:
+        for job_id in self._sql(db.cancel_requests, self._me.token):
+            job = self._local.get(job_id)
+            if job is not None and not job.ready():
+                logger.info("job %s (%s): cancelled from another process", job.id, job.name)
+                host.cancel_job(job)
+
+    def _claim(self, host: StoreHost) -> None:
+        tasks = host.tasks
+        rows = self._sql(db.claim, self._me.token, list(tasks), CLAIM_LIMIT)
+        refused = 0
+        for row in rows:
+            job = job_from_row(row[:12], tasks[row[1]], host)
+            self._local.add(job)
+            if row[12]:
+                self._end(job, JobState.CANCELLED, None, None)
+            elif (problem := _payload_problem(row[3])) is not None:
+                self._end(job, JobState.FAILURE, JobLost(problem), problem)
+            elif refused or not host.resume_job(job):
+                refused += 1
+                self._local.discard(job)
+                self._writer.release(job)
+        if rows:
+            logger.warning(
+                "taskrun store %s: took over %d unfinished job(s) of stopped or dead processes%s",
+                self._sql.path,
+                len(rows) - refused,
+                f"; {refused} handed back, the queue is full" if refused else "",
+            )
+        if len(rows) == CLAIM_LIMIT and not refused:
+            self._writer.round_now()  # there may be more: take them without waiting a heartbeat
+
+    def _end(self, job: Job[Any], state: JobState, value: Any, text: str | None) -> None:
+        job.traceback = text
+        job._finish(state, value, self._clock.time())
+        self._finish(job)
+
+    def _reaped(self, reaped: list[tuple[int, int]]) -> None:
+        for pid, count in reaped:
+            logger.warning(
+                "taskrun store %s: process %d is gone; its %d unfinished job(s) will run "
+                "again in a live process",
+                self._sql.path,
+                pid,
+                count,
+            )
+        if reaped:
+            self._writer.round_now()  # take them over now, not a heartbeat later
+
+
+def _payload_problem(payload: bytes) -> str | None:
+    try:
+        decode_payload(payload)
+    except Exception as error:
+        return f"the job's arguments cannot be loaded in this process: {error!r}"
+    return None
+
+
+class _Housekeeper:
+    """Reaps dead processes, prunes old results and checkpoints, in a thread of its own.
+
+    These statements may take milliseconds and fsync, so they never run on
+    the event loop; each is a single SQLite call, so the thread seldom
+    waits for the GIL.  Results are reported (and logged) in the hub.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        me: ProcessInfo,
+        lease: float,
+        reaped: Callable[[list[tuple[int, int]]], None],
+    ) -> None:
+        self._path = path
+        self._me = me
+        self._lease = lease
+        self._reaped = reaped
+        self._pool = ThreadPool(1)
+        self._conn: sqlite3.Connection | None = None
+        self._pending: Any = None
+
+    def start(self, oldest_kept: float, max_results: int) -> None:
+        """Start one pass unless one is still going; never blocks."""
+        if self._pending is not None and not self._pending.ready():
+            return
+        self._pending = self._pool.spawn(self._work, oldest_kept, max_results)
+        self._pending.rawlink(self._done)
+
+    def _done(self, result: Any) -> None:
+        outcome = result.value
+        if isinstance(outcome, Exception):
+            logger.warning("taskrun store %s: housekeeping failed: %s", self._path, outcome)
+        elif outcome is not None:
+            self._reaped(outcome)
+
+    def _work(self, oldest_kept: float, max_results: int) -> list[tuple[int, int]] | Exception:
+        try:
+            if self._conn is None:
+                self._conn = connect(self._path)
+                self._conn.execute("PRAGMA busy_timeout=2000")
+            now = time.time()
+            found = db.reap_dead(self._conn, self._me, self._lease, now)
+            db.prune(self._conn, oldest_kept, max_results, now - SLOT_KEEP, PRUNE_LIMIT)
+            db.checkpoint(self._conn)
+        except Exception as error:
+            return error  # raised out of the thread, it would reach the hub
+        return found
+
+    def close(self) -> None:
+        """Wait briefly for a pass in progress, close the thread's connection, stop the thread."""
+        if self._pending is not None:
+            self._pending.wait(timeout=5)
+        if self._conn is not None:
+            self._pool.apply(self._conn.close)
+            self._conn = None
+        self._pool.kill()

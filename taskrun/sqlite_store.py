@@ -1,0 +1,330 @@
+"""The shared, durable job store: one SQLite file per machine, shared by every worker process.
+
+``TaskRunner(store="sqlite:///var/lib/shop/taskrun.db")`` (or a plain path;
+with the Flask extension, ``TASKRUN_STORE``) keeps every accepted job in the
+file: jobs survive a crash or a deploy, any worker process can look up any
+job, and each periodic slot is claimed once.  Only the ``sqlite3`` module
+that ships with Python is needed.  The file must be on a local disk (SQLite's
+WAL mode does not work over NFS).
+
+**The guarantee.**  A job is *durable* once the batch holding its row is
+committed: normally within a millisecond or two after ``delay()`` or
+``apply_async()`` returns, and always before the job starts.  From then on
+it runs to an outcome (SUCCESS, FAILURE after its retries, or CANCELLED) at
+least once:
+
+* a process killed outright (``kill -9``, the OOM killer) leaves its pending,
+  scheduled, retrying and running jobs in the file; a live process sharing
+  the file notices the dead pid within about a second and takes them over,
+  or the next process started on the file does; a job that was running runs
+  again from the start, and a scheduled job still runs at its time;
+* a process that hangs past its 30 s lease is treated the same way (and,
+  when it wakes up, starts none of the jobs taken from it);
+* a graceful shutdown hands back the jobs still running or waiting at its
+  deadline, for a live process or the next start to run.
+
+What is *not* covered: a crash in the millisecond between ``delay()``
+returning and the commit loses that job (call ``runner.store.flush()``
+first where the caller must know the job is on disk, e.g. before answering
+"accepted"; it also makes the job visible to the other workers), and a
+power cut may lose the last commits (``synchronous=NORMAL``).
+
+**Idempotent tasks.**  A job that was running when its process died runs
+again, so a task should be safe to run twice: key its side effects by its
+arguments (``INSERT ... ON CONFLICT DO NOTHING`` on an order id, "send the
+welcome mail unless ``user.welcomed_at`` is set", an idempotency key passed
+to the payment API), or check at the start whether the work is already done.
+
+**How it stays fast.**  Request greenlets never call SQLite: ``add`` pickles
+the arguments (an argument that cannot be pickled fails at once with
+:class:`~taskrun.errors.NotSerializable`) and queues a row; state changes
+queue the job.  One writer greenlet commits whatever is queued in one
+transaction (see :mod:`taskrun.sqlite_writer`), and a worker starts a job
+only once its row is committed (:meth:`SqliteStore.before_run`).  Which
+process runs which job is :mod:`taskrun.sqlite_leases`; the schema and its
+migrations are :mod:`taskrun.sqlite_schema`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from taskrun import sqlite_db as db
+from taskrun.clock import Clock
+from taskrun.errors import StoreError
+from taskrun.jobs import Job, JobState, TaskLike
+from taskrun.sqlite_codec import encode_payload
+from taskrun.sqlite_leases import Leases, StoreHost
+from taskrun.sqlite_procs import this_process
+from taskrun.sqlite_remote import RemoteJobs
+from taskrun.sqlite_schema import connect, create_file, migrate, store_path
+from taskrun.sqlite_writer import BUSY_LIMIT, BatchWriter, SqlRunner
+from taskrun.store import MemoryStore
+
+__all__ = ["SqliteStore", "StoreHost", "store_path"]
+
+logger = logging.getLogger(__name__)
+
+
+class SqliteStore:
+    """Jobs in a shared SQLite file: durable, visible to every process, slots claimed once.
+
+    Made by ``TaskRunner(store=...)``; its methods are called from the
+    runner's greenlets, in one process (open it after any fork).  Finished
+    jobs are kept ``result_ttl`` seconds, at most ``max_results`` of them
+    in the file (and, as live objects, in this process).
+
+    :param path: the file (or ``sqlite://`` URL); created with mode 0600 if missing.
+    :param host: the runner, to take over jobs of dead processes.
+    :param heartbeat: seconds between maintenance rounds (lease renewal,
+        take-over, cancel requests, housekeeping).
+    :param lease: seconds without a heartbeat after which a process counts as dead.
+    :param writer_thread: run SQLite calls in a thread instead of on the
+        event loop (for measurements: it is much slower while the loop is busy,
+        see :mod:`taskrun.sqlite_writer`).
+    :raises ConfigError: if ``path`` names no file.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        clock: Clock,
+        result_ttl: float,
+        max_results: int,
+        host: StoreHost | None = None,
+        heartbeat: float = 1.0,
+        lease: float = 30.0,
+        writer_thread: bool = False,
+    ) -> None:
+        self.path = store_path(path)
+        self._clock = clock
+        self._ttl = result_ttl
+        self._max = max_results
+        self._host = host
+        self._heartbeat = heartbeat
+        self._lease = lease
+        self._writer_thread = writer_thread
+        self._local = MemoryStore(clock, result_ttl, max_results)
+        self._sql: SqlRunner | None = None
+        self._writer: BatchWriter | None = None
+        self._leases: Leases | None = None
+        self._token = ""
+        self._remote = RemoteJobs(self.path, clock, lambda: self._sql, self._task)
+
+    def __repr__(self) -> str:
+        return f"<SqliteStore {self.path!r} open={self.is_open}>"
+
+    def bind(self, host: StoreHost) -> None:
+        """Give the store its runner (to resume jobs it takes over)."""
+        self._host = host
+
+    @property
+    def is_open(self) -> bool:
+        """Whether :meth:`open` has run and :meth:`close` has not."""
+        return self._sql is not None
+
+    # -- life cycle ------------------------------------------------------------
+
+    def open(self) -> None:
+        """Create or check the file, migrate it, register this process, start the writer.
+
+        Blocks the calling greenlet briefly (the event loop runs on).  Idempotent.
+
+        :raises StoreError: naming the file and the fix, if it is corrupt,
+            from a newer taskrun, not writable, or locked for too long.
+        """
+        if self._sql is not None:
+            return
+        create_file(self.path)
+        sql = SqlRunner(
+            self.path,
+            lambda: connect(self.path, check_same_thread=not self._writer_thread),
+            self._writer_thread,
+        )
+        me = this_process()
+        try:
+            sql(lambda conn: migrate(conn, self.path))
+            sql(db.register, me, time.time())
+        except sqlite3.Error as error:
+            sql.close()
+            raise StoreError(
+                f"cannot open the taskrun store {self.path!r}: {error}; check that no other "
+                "program holds it locked and that its disk is not full"
+            ) from error
+        except BaseException:
+            sql.close()
+            raise
+        self._sql = sql
+        self._token = me.token
+        self._writer = BatchWriter(sql, me.token, self._heartbeat, self._maintain)
+        self._leases = Leases(
+            sql,
+            me,
+            self._lease,
+            self._writer,
+            self._local,
+            self._clock,
+            self.finish,
+            self._remote.poll,
+        )
+        self._writer.start()
+        logger.info("taskrun store %s open (process token %s)", self.path, me.token)
+
+    def close(self) -> None:
+        """Commit everything pending, hand back unfinished jobs, unregister; idempotent."""
+        sql, writer, leases = self._sql, self._writer, self._leases
+        if sql is None or writer is None or leases is None:
+            return
+        lost = writer.close(timeout=BUSY_LIMIT)
+        if lost:
+            logger.error(
+                "taskrun store %s: %d job row(s) could not be committed on close", self.path, lost
+            )
+        try:
+            count = sql(db.release_all, self._token)
+        except (sqlite3.Error, StoreError) as error:
+            logger.error("taskrun store %s: could not hand back jobs: %s", self.path, error)
+        else:
+            if count:
+                logger.warning(
+                    "taskrun store %s: handed %d unfinished job(s) back; a live process or the "
+                    "next start runs them",
+                    self.path,
+                    count,
+                )
+        leases.close()
+        sql.close()
+        self._sql = self._writer = self._leases = None
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every job added or changed so far is committed to the file.
+
+        Use it where a caller must know a job is on disk, and visible to the
+        other processes, before going on (``delay()`` returns a millisecond or
+        two before that): e.g. before answering "202 Accepted" with a status
+        URL that another worker may serve.
+
+        :returns: ``False`` if ``timeout`` seconds passed first.
+        """
+        return self._writer is None or self._writer.flush(timeout)
+
+    # -- the ResultStore interface -------------------------------------------------
+
+    def add(self, job: Job[Any]) -> None:
+        """Queue a new job's row; it is committed before the job can run.
+
+        :raises NotSerializable: if its arguments cannot be pickled.
+        :raises StoreError: if the store is not open.
+        """
+        writer = self._writer
+        if writer is None:
+            raise StoreError(
+                f"the taskrun store {self.path!r} is not open; call runner.start() first"
+            )
+        payload = encode_payload(job.name, job.args, job.kwargs)
+        row = (
+            job.id,
+            job.name,
+            job.state.value,
+            payload,
+            job.attempts,
+            job._enqueued,
+            job.due,
+            self._token,
+        )
+        writer.insert(job.id, row)
+        self._local.add(job)
+
+    def discard(self, job: Job[Any]) -> None:
+        """Forget a job just added whose admission was refused."""
+        if self._writer is not None:
+            self._writer.discard(job.id)
+        self._local.discard(job)
+
+    def update(self, job: Job[Any]) -> None:
+        """Queue ``job``'s new state; the writer commits it with the next batch."""
+        if self._writer is not None:
+            self._writer.update(job)
+
+    def finish(self, job: Job[Any]) -> None:
+        """Queue ``job``'s outcome; the writer commits it with the next batch."""
+        self._local.finish(job)
+        if self._writer is not None:
+            self._writer.update(job)
+
+    def before_run(self, job: Job[Any]) -> bool:
+        """Wait until ``job``'s row is committed; ``False`` if another process owns it now."""
+        writer, leases = self._writer, self._leases
+        if writer is None or leases is None:
+            return True
+        if not leases.may_run(job):
+            return False
+        writer.wait_committed(job.id)
+        return not (leases.abandoned and job.id in leases.abandoned)
+
+    def release(self, job: Job[Any]) -> bool:
+        """Hand an unfinished job back at shutdown: it stays in the file for another process."""
+        if job.state is JobState.STARTED:
+            job.state = JobState.PENDING
+        if self._writer is not None:
+            self._writer.release(job)
+        return True
+
+    def claim_slot(self, task_name: str, slot: float) -> bool:
+        """Claim the periodic run ``(task_name, slot)`` for this process, atomically in the file.
+
+        Blocks the calling greenlet (not the loop) for one short transaction.
+
+        :returns: ``True`` if no process had claimed it (so this one runs it);
+            ``False`` also when the file cannot be written (the slot is
+            skipped and logged: a slot never runs twice).
+        """
+        sql = self._sql
+        if sql is None:
+            raise StoreError(f"the taskrun store {self.path!r} is not open; start the runner")
+        try:
+            return sql(db.claim_slot, task_name, slot, self._token, time.time())
+        except (sqlite3.Error, StoreError) as error:
+            logger.error(
+                "periodic job %s: cannot claim slot %s in %s (%s); skipping it",
+                task_name,
+                slot,
+                self.path,
+                error,
+            )
+            return False
+
+    def get(self, job_id: str) -> Job[Any] | None:
+        """Return the job with this id, from this process or from the file.
+
+        Blocks the calling greenlet for one indexed read when the job is not
+        this process's.  Such a job is a snapshot whose ``get(timeout)``
+        polls the file (every 50 ms, growing to 500 ms) and whose
+        ``cancel()`` cancels it at once if no process owns it, else asks its
+        owner, which stops it within about a heartbeat (both return ``True``).
+        """
+        job = self._local.get(job_id)
+        if job is not None or self._sql is None:
+            return job
+        return self._remote.load(job_id)
+
+    def __iter__(self) -> Iterator[Job[Any]]:
+        """Iterate over this process's jobs (for statistics)."""
+        return iter(self._local)
+
+    def __len__(self) -> int:
+        """Return how many jobs this process keeps."""
+        return len(self._local)
+
+    def _task(self, name: str) -> TaskLike | None:
+        return self._host.tasks.get(name) if self._host is not None else None
+
+    def _maintain(self) -> None:
+        if self._leases is not None:
+            self._leases.maintain(self._host, self._clock.time() - self._ttl, self._max)
