@@ -8,7 +8,8 @@ on with :meth:`Job.get` from any greenlet of the process that owns it.
 
 from __future__ import annotations
 
-import secrets
+import binascii
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -56,9 +57,33 @@ def can_move(current: JobState, new: JobState) -> bool:
     return new in TRANSITIONS[current]
 
 
+# Ids are made 256 at a time from one os.urandom() call: the system call is
+# most of the cost of an id, and an id is most of the cost of ``delay()``.
+# ``list.pop`` is atomic, so threads never share an id; a forked child drops
+# the ids it inherited, so two processes never share one either.
+_ID_BATCH = 256
+_B64_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_spare_ids: list[str] = []
+os.register_at_fork(after_in_child=_spare_ids.clear)
+
+
+def _make_ids() -> None:
+    raw = os.urandom(16 * _ID_BATCH)
+    _spare_ids.extend(
+        binascii.b2a_base64(raw[i : i + 16], newline=False)[:22]
+        .translate(_B64_URLSAFE)
+        .decode("ascii")
+        for i in range(0, len(raw), 16)
+    )
+
+
 def new_job_id() -> str:
-    """Return a fresh, unguessable job id (128 random bits, URL-safe)."""
-    return secrets.token_urlsafe(16)
+    """Return a fresh, unguessable job id: 128 random bits as 22 URL-safe characters."""
+    try:
+        return _spare_ids.pop()
+    except IndexError:
+        _make_ids()
+        return _spare_ids.pop()
 
 
 class TaskLike(Protocol):
@@ -92,30 +117,44 @@ def _as_datetime(stamp: float | None) -> datetime | None:
     return None if stamp is None else datetime.fromtimestamp(stamp, UTC)
 
 
+class _Runs:
+    """What a job's runs produced: made when it first starts, fails, finishes or is waited on.
+
+    Kept apart from :class:`Job` so that the many jobs that only wait (queued
+    or scheduled) stay small: at most ``max_scheduled`` of them may exist.
+    """
+
+    __slots__ = ("attempts", "started", "finished", "value", "traceback", "done", "poll", "control")
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.started: float | None = None
+        self.finished: float | None = None
+        self.value: Any = None
+        self.traceback: str | None = None
+        self.done: Event | None = None
+        #: Set on a job owned by another process: waits by polling a shared store.
+        self.poll: Callable[[Job[Any], float | None], None] | None = None
+        #: Who cancels the job when that is not its task's runner (e.g. a shared store).
+        self.control: JobControl | None = None
+
+
 class Job(Generic[R]):
     """One run of a task: its id, state, and (once finished) its outcome.
 
     Callers get a ``Job`` from ``delay``/``apply_async`` or ``runner.job(id)``.
     Waiting (:meth:`get`) blocks only the calling greenlet.  Fields are
     written by the runner; treat them as read-only.
+
+    :param control: who cancels the job: ``None`` (or the task's ``runner``)
+        for the task's runner, else e.g. the shared store that holds a job
+        of another process.
     """
 
-    __slots__ = (
-        "id",
-        "task",
-        "args",
-        "kwargs",
-        "state",
-        "_value",
-        "traceback",
-        "attempts",
-        "_enqueued",
-        "_started",
-        "_finished",
-        "due",
-        "_done",
-        "_control",
-    )
+    # Only what a waiting job needs lives in the job itself; everything its
+    # runs produce is in ``_runs`` (see _Runs), read through properties.  A
+    # job is controlled by its task's runner, so that needs no slot either.
+    __slots__ = ("id", "task", "args", "kwargs", "state", "_enqueued", "due", "_runs")
 
     def __init__(
         self,
@@ -133,18 +172,76 @@ class Job(Generic[R]):
         self.args = args
         self.kwargs = kwargs
         self.state: JobState = state
-        self._value: Any = None
-        #: The formatted traceback of the last failure, or ``None``.
-        self.traceback: str | None = None
-        #: How many times the job has started (1 on the first run).
-        self.attempts = 0
         self._enqueued = enqueued
-        self._started: float | None = None
-        self._finished: float | None = None
         #: When a scheduled or retrying job is due (POSIX seconds), else 0.
         self.due = 0.0
-        self._done: Event | None = None
-        self._control = control
+        self._runs: _Runs | None = None
+        if control is not None and control is not getattr(task, "runner", None):
+            self._run_record().control = control
+
+    def _run_record(self) -> _Runs:
+        runs = self._runs
+        if runs is None:
+            runs = self._runs = _Runs()
+        return runs
+
+    @property
+    def attempts(self) -> int:
+        """How many times the job has started (1 on the first run)."""
+        return 0 if self._runs is None else self._runs.attempts
+
+    @attempts.setter
+    def attempts(self, value: int) -> None:
+        self._run_record().attempts = value
+
+    @property
+    def traceback(self) -> str | None:
+        """The formatted traceback of the last failure, or ``None``."""
+        return None if self._runs is None else self._runs.traceback
+
+    @traceback.setter
+    def traceback(self, value: str | None) -> None:
+        self._run_record().traceback = value
+
+    @property
+    def _value(self) -> Any:
+        return None if self._runs is None else self._runs.value
+
+    @_value.setter
+    def _value(self, value: Any) -> None:
+        self._run_record().value = value
+
+    @property
+    def _started(self) -> float | None:
+        return None if self._runs is None else self._runs.started
+
+    @_started.setter
+    def _started(self, value: float | None) -> None:
+        self._run_record().started = value
+
+    @property
+    def _finished(self) -> float | None:
+        return None if self._runs is None else self._runs.finished
+
+    @_finished.setter
+    def _finished(self, value: float | None) -> None:
+        self._run_record().finished = value
+
+    @property
+    def _done(self) -> Event | None:
+        return None if self._runs is None else self._runs.done
+
+    @_done.setter
+    def _done(self, value: Event | None) -> None:
+        self._run_record().done = value
+
+    @property
+    def _poll(self) -> Callable[[Job[Any], float | None], None] | None:
+        return None if self._runs is None else self._runs.poll
+
+    @_poll.setter
+    def _poll(self, value: Callable[[Job[Any], float | None], None] | None) -> None:
+        self._run_record().poll = value
 
     # Jobs are ordered by due time so the scheduler's heap can hold them.
     def __lt__(self, other: Job[Any]) -> bool:
@@ -207,9 +304,14 @@ class Job(Generic[R]):
         :raises Exception: the task's own exception, type and args intact, if it failed.
         """
         if not self.ready():
-            if self._done is None:
-                self._done = Event()
-            if not self._done.wait(timeout) and not self.ready():
+            poll = self._poll
+            if poll is not None:
+                poll(self, timeout)  # owned by another process: poll the shared store
+            else:
+                if self._done is None:
+                    self._done = Event()
+                self._done.wait(timeout)
+            if not self.ready():
                 raise WaitTimeout(
                     f"job {self.id} ({self.name}) did not finish within {timeout!r} s "
                     f"(state {self.state.value}); wait longer or poll job.ready()"
@@ -230,16 +332,20 @@ class Job(Generic[R]):
 
         :returns: ``True`` if the job was unfinished and is now CANCELLED.
         """
-        if self.ready() or self._control is None:
+        if self.ready():
             return False
-        return self._control.cancel_job(self)
+        control = self._runs.control if self._runs is not None else None
+        if control is None:
+            control = getattr(self.task, "runner", None)
+        return control is not None and bool(control.cancel_job(self))
 
     # -- written by the runner -------------------------------------------
 
     def _finish(self, state: JobState, value: Any, now: float) -> None:
         """Record the outcome and wake every waiter."""
         self.state = state
-        self._value = value
-        self._finished = now
-        if self._done is not None:
-            self._done.set()
+        runs = self._run_record()
+        runs.value = value
+        runs.finished = now
+        if runs.done is not None:
+            runs.done.set()

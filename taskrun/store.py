@@ -47,6 +47,40 @@ class ResultStore(Protocol):
         """Return the job with this id, or ``None`` if unknown or evicted."""
         ...
 
+    def claim_slot(self, task_name: str, slot: float) -> bool:
+        """Claim one periodic slot; return ``False`` if some process already has it."""
+        ...
+
+    def discard(self, job: Job[Any]) -> None:
+        """Forget a job just added whose admission was then refused (``QueueFull``)."""
+        ...
+
+    def before_run(self, job: Job[Any]) -> bool:
+        """Wait, if need be, until ``job`` is recorded; ``False`` if it must not run here.
+
+        Called by a worker just before it starts ``job``: a durable store
+        makes it wait for the job's row to be committed.
+        """
+        ...
+
+    def release(self, job: Job[Any]) -> bool:
+        """Hand an unfinished job back at shutdown; ``False`` if the runner should cancel it.
+
+        A durable store keeps it for another process or the next start.
+        """
+        ...
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every job accepted so far is durable and visible to other processes.
+
+        Call it before acknowledging a job to a client (e.g. a 202 whose
+        status URL another worker may answer).  Blocks the calling greenlet
+        only; instant for a store that is not shared.
+
+        :returns: ``False`` if ``timeout`` seconds passed first.
+        """
+        ...
+
     def __iter__(self) -> Iterator[Job[Any]]:
         """Iterate over the jobs this process knows (for statistics)."""
         ...
@@ -104,6 +138,26 @@ class MemoryStore:
         if self._finished:
             self.evict()
         return self._jobs.get(job_id)
+
+    def claim_slot(self, task_name: str, slot: float) -> bool:
+        """Return ``True``: one process, one timer, so every slot is claimed once."""
+        return True
+
+    def discard(self, job: Job[Any]) -> None:
+        """Forget ``job`` (it was never admitted)."""
+        self._jobs.pop(job.id, None)
+
+    def before_run(self, job: Job[Any]) -> bool:
+        """Return ``True`` at once: memory holds the job already."""
+        return True
+
+    def release(self, job: Job[Any]) -> bool:
+        """Return ``False``: memory dies with the process, so the runner cancels the job."""
+        return False
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Return ``True`` at once: nothing to write."""
+        return True
 
     def __iter__(self) -> Iterator[Job[Any]]:
         return iter(list(self._jobs.values()))

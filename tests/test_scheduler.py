@@ -248,3 +248,22 @@ def test_too_many_scheduled_jobs_raise_queue_full(make_runner: Callable[..., Tas
         build.apply_async(countdown=60)
     for job in jobs:
         job.cancel()
+
+
+def test_cancelled_scheduled_jobs_free_their_place_and_memory(
+    make_runner: Callable[..., TaskRunner],
+) -> None:
+    runner = make_runner(max_scheduled=200)
+
+    @runner.task(name="reports.later")
+    def later() -> None:
+        pass
+
+    jobs = [later.apply_async(countdown=60) for _ in range(200)]
+    for job in jobs:
+        job.cancel()
+    replacement = later.apply_async(countdown=60)  # room again: cancelled ones no longer count
+
+    assert runner.stats()["scheduled"] == 1
+    assert len(runner._scheduler._heap) < 100  # the heap was compacted
+    replacement.cancel()
