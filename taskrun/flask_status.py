@@ -21,6 +21,8 @@ from flask import Blueprint, Response, current_app, jsonify, url_for
 
 from taskrun.jobs import Job, JobState
 
+#: Seconds a 202 waits for a shared store to commit the job it announces.
+ACCEPT_FLUSH_TIMEOUT = 5.0
 #: The endpoint name, for ``url_for(STATUS_ENDPOINT, job_id=...)``.
 STATUS_ENDPOINT = "taskrun.job_status"
 
@@ -91,7 +93,8 @@ def accepted_response(job: Job[Any], **extra: Any) -> Response:
     """Return ``202 Accepted`` for ``job``: a ``Location`` header to its status endpoint.
 
     The JSON body is ``{"id", "state", "status_url"}`` plus ``extra``.
-    Call it in a request.
+    Call it in a request.  With a shared store it first waits (briefly) for
+    the job's row to be committed, so any worker can answer the status URL.
 
     Example::
 
@@ -100,6 +103,9 @@ def accepted_response(job: Job[Any], **extra: Any) -> Response:
             path = save_upload(request.files["file"])
             return accepted_response(make_thumbnail.delay(path), image=path.stem)
     """
+    # With a shared store, the poll may reach another worker: the job's row
+    # must be committed before the client learns the URL.
+    current_app.extensions["taskrun"].store.flush(timeout=ACCEPT_FLUSH_TIMEOUT)
     url = status_url(job.id)
     response = jsonify({"id": job.id, "state": job.state.value, "status_url": url, **extra})
     response.status_code = 202

@@ -462,6 +462,33 @@ def test_background_view_works_with_a_durable_store(
     assert poll(client, response.headers["Location"], wait_for)["result"] == 5
 
 
+def test_a_job_announced_by_a_202_is_visible_to_another_worker_at_once(
+    fresh_runner: TaskRunner, tmp_path: Path
+) -> None:
+    path = tmp_path / "jobs.db"
+    app = make_app(TASKRUN_STORE=f"sqlite://{path}")
+    release = Event()
+
+    @app.post("/wait")
+    @fresh_runner.background
+    def wait() -> str:
+        release.wait(timeout=10)
+        return "done"
+
+    fresh_runner.init_app(app)
+    fresh_runner.start()
+    other_worker = TaskRunner(store=path, lock_path=None).start()
+    try:
+        response = app.test_client().post("/wait")
+        seen_elsewhere = other_worker.job(response.get_json()["id"])
+    finally:
+        release.set()
+        other_worker.stop(timeout=5)
+
+    assert response.status_code == 202
+    assert seen_elsewhere is not None
+
+
 def test_background_view_with_a_full_backlog_answers_503(wait_for: Waiter) -> None:
     runner = TaskRunner(concurrency=1, max_pending=0, lock_path=None)
     release = Event()
