@@ -26,7 +26,7 @@ from taskrun.dispatcher import Dispatcher
 from taskrun.errors import TaskrunError
 from taskrun.jobs import Job, JobControl, JobState
 from taskrun.leader import LeaderLock
-from taskrun.periodic import PeriodicEntry, catch_up, first_slot
+from taskrun.periodic import PeriodicEntry, catch_up, first_slot, next_slot
 from taskrun.schedules import IntervalSchedule
 from taskrun.store import ResultStore
 
@@ -128,7 +128,7 @@ class Scheduler:
         self._leader = leader
         now = self._clock.time()
         for entry in self._periodic.values():
-            self._arm(entry, first_slot(entry.schedule, now))
+            self._arm(entry, self._resume_slot(entry, now))
         if leader is not None and self._periodic:
             self._try_lead()
             self._push(_LeaderTick(now + LEADER_RETRY))
@@ -177,6 +177,15 @@ class Scheduler:
             entry.due += self._rand.uniform(0, schedule.jitter)
         self._push(entry)
 
+    def _resume_slot(self, entry: PeriodicEntry, now: float) -> float:
+        """Return the first slot to time: one missed while no process ran, else the next."""
+        last = self._store.last_slot(entry.task.name)
+        if last is not None:
+            missed = next_slot(entry.schedule, last)
+            if missed <= now:
+                return missed  # fires at once; catch_up() coalesces up to now
+        return first_slot(entry.schedule, now)
+
     def _try_lead(self) -> bool:
         if self._leader is None:
             return True
@@ -195,8 +204,8 @@ class Scheduler:
         if plan.missed:
             entry.missed += plan.missed
             logger.warning(
-                "periodic job %s missed %d run(s) (the timer woke %.1f s late); "
-                "they are coalesced, not replayed",
+                "periodic job %s missed %d run(s) (%.1f s behind its schedule: the loop was "
+                "blocked or no process ran); they are coalesced, not replayed",
                 entry.task.name,
                 plan.missed,
                 now - entry.slot,

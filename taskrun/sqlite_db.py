@@ -239,6 +239,12 @@ def claim_slot(conn: sqlite3.Connection, name: str, slot: float, token: str, now
         )
 
 
+def last_slot(conn: sqlite3.Connection, name: str) -> float | None:
+    """Return the latest slot of periodic task ``name`` that any process claimed, or ``None``."""
+    row = conn.execute("SELECT MAX(slot) FROM periodic_slots WHERE name = ?", (name,)).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
 # -- housekeeping (run off the event loop) ------------------------------------------
 
 

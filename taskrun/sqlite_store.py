@@ -300,6 +300,23 @@ class SqliteStore:
             )
             return False
 
+    def last_slot(self, task_name: str) -> float | None:
+        """Return the latest claimed slot of ``task_name`` (any process), or ``None``.
+
+        Read once per periodic task at start, so that slots missed while no
+        process ran get their catch-up run.
+        """
+        sql = self._sql
+        if sql is None:
+            raise StoreError(f"the taskrun store {self.path!r} is not open; start the runner")
+        try:
+            return sql(db.last_slot, task_name)
+        except (sqlite3.Error, StoreError) as error:
+            logger.error(
+                "periodic job %s: cannot read its last slot in %s (%s)", task_name, self.path, error
+            )
+            return None
+
     def get(self, job_id: str) -> Job[Any] | None:
         """Return the job with this id, from this process or from the file.
 

@@ -51,6 +51,10 @@ class ResultStore(Protocol):
         """Claim one periodic slot; return ``False`` if some process already has it."""
         ...
 
+    def last_slot(self, task_name: str) -> float | None:
+        """Return the latest slot of ``task_name`` claimed before, if the store remembers."""
+        ...
+
     def discard(self, job: Job[Any]) -> None:
         """Forget a job just added whose admission was then refused (``QueueFull``)."""
         ...
@@ -142,6 +146,10 @@ class MemoryStore:
     def claim_slot(self, task_name: str, slot: float) -> bool:
         """Return ``True``: one process, one timer, so every slot is claimed once."""
         return True
+
+    def last_slot(self, task_name: str) -> float | None:
+        """Return ``None``: memory does not outlive the process."""
+        return None
 
     def discard(self, job: Job[Any]) -> None:
         """Forget ``job`` (it was never admitted)."""

@@ -318,3 +318,34 @@ def test_leader_killed_another_process_takes_over_and_each_slot_runs_once(
     never = sorted(set(range(first, last + 1)) - set(slots))
     assert never == [], f"slots never run: {never} (runs: {runs})"
     assert len({pid for pid, _ in runs}) >= 2
+
+
+@pytest.mark.parametrize(("grace", "catch_up_runs"), [(120, 1), (10, 0)])
+def test_slots_missed_while_stopped_get_one_catch_up_run_with_a_durable_store(
+    tmp_path: Path, manual: ManualClock, grace: float, catch_up_runs: int
+) -> None:
+    path = tmp_path / "jobs.db"
+    seen: list[datetime] = []
+
+    def new_runner() -> TaskRunner:
+        runner = TaskRunner(clock=manual, lock_path=None, store=path)
+
+        @runner.periodic(every(minutes=1), name="tick", misfire_grace=grace)
+        def tick() -> None:
+            seen.append(manual.now())
+
+        return runner
+
+    first = new_runner().start()
+    manual.advance(60)
+    settle()
+    first.stop(timeout=5)
+    manual.advance(5 * 60 + 30)  # down for slots +2 .. +6 minutes; now 30 s past the last
+    second = new_runner().start()
+    settle()
+    (info,) = second.periodic_jobs()
+    second.stop(timeout=5)
+
+    caught_up = [START + timedelta(minutes=6, seconds=30)] * catch_up_runs  # run at once
+    assert seen == [START + timedelta(minutes=1), *caught_up]
+    assert info.missed == 5 - catch_up_runs
