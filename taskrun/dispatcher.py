@@ -52,7 +52,8 @@ class Dispatcher:
     :param concurrency: the most jobs running at once.
     :param max_pending: the most jobs waiting behind them.
     :param threads: size of the thread pool for ``executor="thread"`` jobs.
-    :param store: told about every start and finish.
+    :param store: told about every start and finish.  Kept as :attr:`store`,
+        which the runner may replace before it starts (eager jobs are kept in memory).
     :param clock: stamps start and finish times.
     :param schedule: called with a job whose ``due`` is set, to run it again later.
     """
@@ -69,7 +70,7 @@ class Dispatcher:
         self.concurrency = concurrency
         self.max_pending = max_pending
         self._threads_size = threads
-        self._store = store
+        self.store = store
         self._clock = clock
         self._schedule = schedule
         #: Wraps every run, e.g. a Flask app context; set by integrations.
@@ -163,12 +164,10 @@ class Dispatcher:
         """
         if job.state is not JobState.PENDING:
             return  # cancelled while it waited
-        if not self._store.before_run(job) or job.state is not JobState.PENDING:
+        if not self.store.before_run(job) or job.state is not JobState.PENDING:
             return  # owned by another process now, or cancelled while its row was written
-        job.state = JobState.STARTED
-        job.attempts += 1
-        job._started = self._clock.time()
-        self._store.update(job)
+        job._mark_started(self._clock.time())
+        self.store.update(job)
         if worker is not None:
             self._running[job] = worker
         try:
@@ -233,7 +232,8 @@ class Dispatcher:
 
     def _failed(self, job: Job[Any], error: BaseException) -> None:
         options = job.task.options
-        job.traceback = "".join(traceback.format_exception(error))
+        runs = job._run_record()
+        runs.traceback = "".join(traceback.format_exception(error))
         if not self._closing and should_retry(options, job.attempts, error):
             delay = retry_delay(options, job.attempts, self._rand)
             logger.warning(
@@ -245,9 +245,9 @@ class Dispatcher:
                 delay,
             )
             job.state = JobState.RETRY
-            job._value = error
+            runs.value = error
             job.due = self._clock.time() + delay
-            self._store.update(job)
+            self.store.update(job)
             self._schedule(job)
             return
         logger.error("job %s (%s) failed", job.id, job.name, exc_info=error)
@@ -259,7 +259,7 @@ class Dispatcher:
             return  # cancelled while a thread ran: the late outcome is dropped
         self.completed += 1
         job._finish(state, value, self._clock.time())
-        self._store.finish(job)
+        self.store.finish(job)
 
     # -- cancellation ------------------------------------------------------
 

@@ -152,7 +152,8 @@ class Job(Generic[R]):
     """
 
     # Only what a waiting job needs lives in the job itself; everything its
-    # runs produce is in ``_runs`` (see _Runs), read through properties.  A
+    # runs produce is in ``_runs`` (see _Runs): read through the properties
+    # below, written through ``_run_record()`` and the methods at the end.  A
     # job is controlled by its task's runner, so that needs no slot either.
     __slots__ = ("id", "task", "args", "kwargs", "state", "_enqueued", "due", "_runs")
 
@@ -179,69 +180,15 @@ class Job(Generic[R]):
         if control is not None and control is not getattr(task, "runner", None):
             self._run_record().control = control
 
-    def _run_record(self) -> _Runs:
-        runs = self._runs
-        if runs is None:
-            runs = self._runs = _Runs()
-        return runs
-
     @property
     def attempts(self) -> int:
         """How many times the job has started (1 on the first run)."""
         return 0 if self._runs is None else self._runs.attempts
 
-    @attempts.setter
-    def attempts(self, value: int) -> None:
-        self._run_record().attempts = value
-
     @property
     def traceback(self) -> str | None:
         """The formatted traceback of the last failure, or ``None``."""
         return None if self._runs is None else self._runs.traceback
-
-    @traceback.setter
-    def traceback(self, value: str | None) -> None:
-        self._run_record().traceback = value
-
-    @property
-    def _value(self) -> Any:
-        return None if self._runs is None else self._runs.value
-
-    @_value.setter
-    def _value(self, value: Any) -> None:
-        self._run_record().value = value
-
-    @property
-    def _started(self) -> float | None:
-        return None if self._runs is None else self._runs.started
-
-    @_started.setter
-    def _started(self, value: float | None) -> None:
-        self._run_record().started = value
-
-    @property
-    def _finished(self) -> float | None:
-        return None if self._runs is None else self._runs.finished
-
-    @_finished.setter
-    def _finished(self, value: float | None) -> None:
-        self._run_record().finished = value
-
-    @property
-    def _done(self) -> Event | None:
-        return None if self._runs is None else self._runs.done
-
-    @_done.setter
-    def _done(self, value: Event | None) -> None:
-        self._run_record().done = value
-
-    @property
-    def _poll(self) -> Callable[[Job[Any], float | None], None] | None:
-        return None if self._runs is None else self._runs.poll
-
-    @_poll.setter
-    def _poll(self, value: Callable[[Job[Any], float | None], None] | None) -> None:
-        self._run_record().poll = value
 
     # Jobs are ordered by due time so the scheduler's heap can hold them.
     def __lt__(self, other: Job[Any]) -> bool:
@@ -263,12 +210,12 @@ class Job(Generic[R]):
     @property
     def started_at(self) -> datetime | None:
         """When the latest attempt started (aware UTC), or ``None``."""
-        return _as_datetime(self._started)
+        return None if self._runs is None else _as_datetime(self._runs.started)
 
     @property
     def finished_at(self) -> datetime | None:
         """When the job finished (aware UTC), or ``None``."""
-        return _as_datetime(self._finished)
+        return None if self._runs is None else _as_datetime(self._runs.finished)
 
     @property
     def eta(self) -> datetime | None:
@@ -278,7 +225,7 @@ class Job(Generic[R]):
     @property
     def result(self) -> Any:
         """The return value on SUCCESS, the exception on FAILURE, else ``None``."""
-        return self._value
+        return None if self._runs is None else self._runs.value
 
     def ready(self) -> bool:
         """Return whether the job has finished (succeeded, failed or was cancelled)."""
@@ -304,24 +251,25 @@ class Job(Generic[R]):
         :raises Exception: the task's own exception, type and args intact, if it failed.
         """
         if not self.ready():
-            poll = self._poll
-            if poll is not None:
-                poll(self, timeout)  # owned by another process: poll the shared store
+            runs = self._run_record()
+            if runs.poll is not None:
+                runs.poll(self, timeout)  # owned by another process: poll the shared store
             else:
-                if self._done is None:
-                    self._done = Event()
-                self._done.wait(timeout)
+                if runs.done is None:
+                    runs.done = Event()
+                runs.done.wait(timeout)
             if not self.ready():
                 raise WaitTimeout(
                     f"job {self.id} ({self.name}) did not finish within {timeout!r} s "
                     f"(state {self.state.value}); wait longer or poll job.ready()"
                 )
+        value = self.result
         if self.state is JobState.SUCCESS:
-            return self._value  # type: ignore[no-any-return]
+            return value  # type: ignore[no-any-return]
         if self.state is JobState.FAILURE:
-            if isinstance(self._value, BaseException):
-                raise self._value
-            raise JobLost(f"job {self.id} ({self.name}) failed: {self._value!r}")
+            if isinstance(value, BaseException):
+                raise value
+            raise JobLost(f"job {self.id} ({self.name}) failed: {value!r}")
         raise JobCancelled(f"job {self.id} ({self.name}) was cancelled")
 
     def cancel(self) -> bool:
@@ -339,7 +287,21 @@ class Job(Generic[R]):
             control = getattr(self.task, "runner", None)
         return control is not None and bool(control.cancel_job(self))
 
-    # -- written by the runner -------------------------------------------
+    # -- written by the runner and the stores ------------------------------
+
+    def _run_record(self) -> _Runs:
+        """The record of the job's runs, made on first use; its writers set its fields."""
+        runs = self._runs
+        if runs is None:
+            runs = self._runs = _Runs()
+        return runs
+
+    def _mark_started(self, now: float) -> None:
+        """Record that an attempt starts at ``now``: STARTED, one attempt more."""
+        self.state = JobState.STARTED
+        runs = self._run_record()
+        runs.attempts += 1
+        runs.started = now
 
     def _finish(self, state: JobState, value: Any, now: float) -> None:
         """Record the outcome and wake every waiter."""

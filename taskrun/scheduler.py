@@ -15,6 +15,7 @@ from __future__ import annotations
 import heapq
 import logging
 import random
+from collections.abc import Sequence
 from typing import Any
 
 import gevent
@@ -59,6 +60,7 @@ class Scheduler:
     :param clock: the time source; a manual clock wakes the timer when advanced.
     :param dispatcher: receives due jobs through its non-blocking ``try_submit``.
     :param store: told when a due job becomes PENDING; claims periodic slots.
+        Kept as :attr:`store`, which the runner may replace before :meth:`start`.
     :param control: the runner, which periodic jobs report to.
     """
 
@@ -67,10 +69,9 @@ class Scheduler:
     ) -> None:
         self._clock = clock
         self._dispatcher = dispatcher
-        self._store = store
+        self.store = store
         self._control = control
         self._heap: list[_Entry] = []
-        self._periodic: dict[str, PeriodicEntry] = {}
         self._leader: LeaderLock | None = None
         self._wake = Event()
         self._greenlet: Greenlet[..., None] | None = None
@@ -108,28 +109,24 @@ class Scheduler:
         if heap[0] is entry:
             self._wake.set()
 
-    def add_periodic(self, entry: PeriodicEntry) -> None:
-        """Register a periodic task; it is timed from :meth:`start` on."""
-        self._periodic[entry.task.name] = entry
-
-    @property
-    def periodic(self) -> list[PeriodicEntry]:
-        """The registered periodic entries."""
-        return list(self._periodic.values())
-
     @property
     def is_leader(self) -> bool:
         """Whether this process runs periodic jobs (always, without a leader lock)."""
         return self._leader is None or self._leader.is_leader
 
-    def start(self, leader: LeaderLock | None = None) -> None:
-        """Start the timer greenlet; periodic runs need ``leader`` (if given) to be held."""
+    def start(
+        self, periodic: Sequence[PeriodicEntry] = (), leader: LeaderLock | None = None
+    ) -> None:
+        """Start the timer greenlet, timing ``periodic`` from now on.
+
+        Periodic runs need ``leader`` (if given) to be held.
+        """
         self._stopping = False
         self._leader = leader
         now = self._clock.time()
-        for entry in self._periodic.values():
+        for entry in periodic:
             self._arm(entry, self._resume_slot(entry, now))
-        if leader is not None and self._periodic:
+        if leader is not None and periodic:
             self._try_lead()
             self._push(_LeaderTick(now + LEADER_RETRY))
         self._greenlet = gevent.spawn(self._loop)
@@ -179,7 +176,7 @@ class Scheduler:
 
     def _resume_slot(self, entry: PeriodicEntry, now: float) -> float:
         """Return the first slot to time: one missed while no process ran, else the next."""
-        last = self._store.last_slot(entry.task.name)
+        last = self.store.last_slot(entry.task.name)
         if last is not None:
             missed = next_slot(entry.schedule, last)
             if missed <= now:
@@ -224,7 +221,7 @@ class Scheduler:
                 entry.last_job.id if entry.last_job else "?",
             )
             return
-        if not self._store.claim_slot(name, slot):
+        if not self.store.claim_slot(name, slot):
             return  # another process ran this slot
         job: Job[Any] = Job(entry.task, (), None, self._control, enqueued=now)
         if not self._dispatcher.try_submit(job):
@@ -235,7 +232,7 @@ class Scheduler:
                 name,
             )
             return
-        self._store.add(job)
+        self.store.add(job)
         entry.last_job = job
         entry.last_run = now
         entry.runs += 1
@@ -249,7 +246,7 @@ class Scheduler:
         if self._dispatcher.try_submit(job):
             self.waiting -= 1
             job.due = 0.0
-            self._store.update(job)
+            self.store.update(job)
             return
         # Never block on a full pool: try again shortly, keeping the job.
         job.state = previous

@@ -75,7 +75,7 @@ def decode_payload(payload: bytes) -> tuple[tuple[Any, ...], dict[str, Any] | No
 
 def encode_result(job: Job[Any]) -> tuple[bytes | None, str | None]:
     """Return (pickle, text) for a finished job's value; text when it cannot be pickled."""
-    value = job._value
+    value = job.result
     if value is None:
         return None, None
     try:
@@ -152,22 +152,24 @@ def job_from_row(
         state=JobState(state),
         enqueued=enqueued,
     )
-    job.attempts = attempts
-    job._started = started
     job.due = due or 0.0
-    job.traceback = row[11]
+    runs = job._run_record()
+    runs.attempts = attempts
+    runs.started = started
+    runs.traceback = row[11]
     if job.state in FINISHED:
-        job._finished = finished
-        job._value = decode_result(row[9], row[10])
+        runs.finished = finished
+        runs.value = decode_result(row[9], row[10])
     return job
 
 
 def refresh_from_row(job: Job[Any], row: tuple[Any, ...]) -> None:
     """Copy a newer row's state, attempts, times and outcome onto ``job``."""
     job.state = JobState(row[2])
-    job.attempts = row[4]
-    job._started = row[6]
     job.due = row[8] or 0.0
-    job.traceback = row[11]
+    runs = job._run_record()
+    runs.attempts = row[4]
+    runs.started = row[6]
+    runs.traceback = row[11]
     if job.state in FINISHED:
         job._finish(job.state, decode_result(row[9], row[10]), row[7])

@@ -19,8 +19,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 import gevent
 from gevent.threadpool import ThreadPool
@@ -28,14 +28,14 @@ from gevent.threadpool import ThreadPool
 from taskrun import sqlite_db as db
 from taskrun.clock import Clock
 from taskrun.errors import JobLost, StoreError
-from taskrun.jobs import Job, JobControl, JobState, TaskLike
+from taskrun.jobs import Job, JobState
 from taskrun.sqlite_codec import decode_payload, job_from_row
 from taskrun.sqlite_procs import ProcessInfo
 from taskrun.sqlite_schema import connect
 from taskrun.sqlite_writer import BatchWriter, SqlRunner
-from taskrun.store import MemoryStore
+from taskrun.store import MemoryStore, StoreHost
 
-__all__ = ["CLAIM_LIMIT", "Leases", "StoreHost"]
+__all__ = ["CLAIM_LIMIT", "Leases"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,19 +47,6 @@ PRUNE_LIMIT = 20_000
 SLOT_KEEP = 7 * 86_400
 
 Poll = Callable[[Job[Any], float | None], None]
-
-
-class StoreHost(JobControl, Protocol):
-    """What the store needs from its runner to take over jobs of dead processes."""
-
-    @property
-    def tasks(self) -> Mapping[str, TaskLike]:
-        """The registered tasks by name."""
-        ...
-
-    def resume_job(self, job: Job[Any]) -> bool:
-        """Queue a recovered PENDING, SCHEDULED or RETRY job; ``False`` if there is no room."""
-        ...
 
 
 class Leases:
@@ -131,7 +118,7 @@ class Leases:
         for job in lost:
             self.abandoned.add(job.id)
             self._local.discard(job)
-            job._poll = self._poll
+            job._run_record().poll = self._poll
         logger.error(
             "taskrun store %s: this process missed its heartbeat for over %s s and was "
             "declared dead; %d of its job(s) were taken over by other processes",
@@ -173,7 +160,7 @@ class Leases:
             self._writer.round_now()  # there may be more: take them without waiting a heartbeat
 
     def _end(self, job: Job[Any], state: JobState, value: Any, text: str | None) -> None:
-        job.traceback = text
+        job._run_record().traceback = text
         job._finish(state, value, self._clock.time())
         self._finish(job)
 

@@ -56,7 +56,7 @@ class RemoteJobs:
             return None
         job = job_from_row(row, self._task(row[1]), self)
         if not job.ready():
-            job._poll = self.poll
+            job._run_record().poll = self.poll
         return job
 
     def cancel_job(self, job: Job[Any]) -> bool:

@@ -59,12 +59,12 @@ from taskrun.clock import Clock
 from taskrun.errors import StoreError
 from taskrun.jobs import Job, JobState, TaskLike
 from taskrun.sqlite_codec import encode_payload
-from taskrun.sqlite_leases import Leases, StoreHost
+from taskrun.sqlite_leases import Leases
 from taskrun.sqlite_procs import this_process
 from taskrun.sqlite_remote import RemoteJobs
 from taskrun.sqlite_schema import connect, create_file, migrate, store_path
 from taskrun.sqlite_writer import BUSY_LIMIT, BatchWriter, SqlRunner
-from taskrun.store import MemoryStore
+from taskrun.store import MemoryStore, StoreHost
 
 __all__ = ["SqliteStore", "StoreHost", "store_path"]
 

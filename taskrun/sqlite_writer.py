@@ -261,16 +261,18 @@ class BatchWriter:
 
 def _update_row(job: Job[Any], token: str, released: bool) -> tuple[Any, ...]:
     """The parameters of :data:`~taskrun.sqlite_db.UPDATE_JOB` for ``job``'s current state."""
+    runs = job._runs  # None until the job first starts, fails or finishes
+    started = runs.started if runs is not None else None
     blob: bytes | None = None
     text: str | None = None
     finished: float | None = None
     if job.state in FINISHED:
         blob, text = encode_result(job)
-        finished = job._finished
+        finished = runs.finished if runs is not None else None
     return (
         job.state.value,
         job.attempts,
-        job._started,
+        started,
         finished,
         job.due,
         blob,

@@ -9,11 +9,11 @@ of them (oldest finished first out), so memory never grows without bound.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 from taskrun.clock import Clock
-from taskrun.jobs import Job
+from taskrun.jobs import Job, JobControl, TaskLike
 
 
 class ResultStore(Protocol):
@@ -94,6 +94,19 @@ class ResultStore(Protocol):
         ...
 
 
+class StoreHost(JobControl, Protocol):
+    """What a shared store needs from its runner to take over jobs of dead processes."""
+
+    @property
+    def tasks(self) -> Mapping[str, TaskLike]:
+        """The registered tasks by name."""
+        ...
+
+    def resume_job(self, job: Job[Any]) -> bool:
+        """Queue a recovered PENDING, SCHEDULED or RETRY job; ``False`` if there is no room."""
+        ...
+
+
 class MemoryStore:
     """Jobs by id in a dict, finished ones bounded by age and count.
 
@@ -126,7 +139,9 @@ class MemoryStore:
 
     def finish(self, job: Job[Any]) -> None:
         """Queue ``job`` for eviction and evict what is too old or too many."""
-        self._finished.append((job._finished or self._clock.time(), job.id))
+        runs = job._runs  # a finished job's record holds its finish time
+        finished = runs.finished if runs is not None else None
+        self._finished.append((finished or self._clock.time(), job.id))
         self.evict()
 
     def evict(self) -> None:

@@ -41,6 +41,7 @@ from taskrun.checks import warn_about_patching
 from taskrun.errors import ConfigError
 from taskrun.loading import find_runner, no_runner_message
 from taskrun.runner import TaskRunner
+from taskrun.settings import positive_int
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger(__name__ + ".access")
@@ -159,8 +160,7 @@ class Server:
         connections: int = DEFAULT_CONNECTIONS,
         access_log: bool = True,
     ) -> None:
-        if isinstance(connections, bool) or not isinstance(connections, int) or connections < 1:
-            raise ConfigError(f"connections must be a whole number >= 1, got {connections!r}")
+        positive_int("connections", connections, f"e.g. connections={DEFAULT_CONNECTIONS}")
         self.app = app
         self.runner = runner if runner is not None else find_runner(app)
         self.grace = check_grace(grace)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import gevent
@@ -210,6 +211,23 @@ def test_eager_mode_records_failures_and_get_reraises() -> None:
     assert job.state is JobState.FAILURE
     with pytest.raises(KeyError, match="missing"):
         job.get()
+
+
+def test_eager_mode_with_a_sqlite_store_needs_no_start(tmp_path: Path) -> None:
+    path = tmp_path / "taskrun.db"
+    runner = TaskRunner(eager=True, store=path)
+
+    @runner.task
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    job = add.delay(2, 3)
+
+    assert (job.state, job.get()) == (JobState.SUCCESS, 5)
+    assert runner.job(job.id) is job
+    assert not runner.is_running
+    assert not path.exists()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_stats_count_jobs_by_state_and_totals(make_runner: Callable[..., TaskRunner]) -> None:

@@ -1,0 +1,202 @@
+"""Where a job goes: inline (eager mode), to the pool, or to the timer; and how it leaves.
+
+:class:`JobRouter` carries the runner's jobs between its store, its pool
+(the dispatcher) and its timer (the scheduler): it records a new job in the
+store before the pool or the timer sees it, queues the jobs a durable store
+takes over, cancels a job wherever it waits or runs, and at shutdown hands
+each unfinished job back to the store or cancels it.  When a job runs is
+the scheduler's business, how it runs the dispatcher's.
+
+Eager jobs run inline and are kept in memory, never in the runner's store:
+they need no durability, and eager mode must work without ``start()``,
+before which a durable store is not open.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from itertools import chain
+from typing import Any
+
+from taskrun.clock import Clock
+from taskrun.dispatcher import Dispatcher
+from taskrun.errors import QueueFull
+from taskrun.jobs import Job, JobState, TaskLike
+from taskrun.scheduler import Scheduler
+from taskrun.settings import RunnerSettings
+from taskrun.store import MemoryStore, ResultStore
+
+
+class JobRouter:
+    """Sends each job of a runner where it belongs, and finds it again by id.
+
+    Only the runner calls it, from greenlets of the hub's thread; it checks
+    that it accepts jobs (running, or eager) before :meth:`submit` and
+    :meth:`resume`.
+
+    :param dispatcher: the pool; due jobs go here.
+    :param scheduler: the timer; jobs due later, and retries, go here.
+    :param clock: stamps new and cancelled jobs.
+    :param settings: the runner's options (see :meth:`use`).
+    :param store: where jobs are kept (see :meth:`use`).
+    """
+
+    #: The runner's options: eager mode, the limit on scheduled jobs, the pool's size.
+    settings: RunnerSettings
+    #: Where jobs are kept, eager ones excepted.
+    store: ResultStore
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        scheduler: Scheduler,
+        clock: Clock,
+        settings: RunnerSettings,
+        store: ResultStore,
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._scheduler = scheduler
+        self._clock = clock
+        #: The jobs run in eager mode, bounded like the store's results.
+        self.eager_jobs = MemoryStore(clock, settings.result_ttl, settings.max_results)
+        #: How many jobs :meth:`submit` accepted.
+        self.submitted = 0
+        self.use(settings, store)
+
+    def use(self, settings: RunnerSettings, store: ResultStore) -> None:
+        """Apply new settings and store to the pool and the timer; before the runner starts."""
+        self.settings = settings
+        self.store = store
+        self._dispatcher.concurrency = settings.concurrency
+        self._dispatcher.max_pending = settings.max_pending
+        # The pool records each run in the store that holds the job.
+        self._dispatcher.store = self.eager_jobs if settings.eager else store
+        self._scheduler.store = store
+
+    def submit(
+        self,
+        task: TaskLike,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None,
+        countdown: float,
+        eta: float | None,
+    ) -> Job[Any]:
+        """Record a new job of ``task``, due after ``countdown`` s or at POSIX time ``eta``.
+
+        In eager mode the job runs here, to the end (retries included, times
+        ignored); otherwise it goes to the pool or the timer, never blocking.
+
+        :raises QueueFull: if the backlog, or the set of scheduled jobs, is full.
+        """
+        now = self._clock.time()
+        # No control: a job of a runner's task is cancelled through its task's runner.
+        job: Job[Any] = Job(task, args, kwargs, None, enqueued=now)
+        due = eta if eta is not None else now + countdown
+        if self.settings.eager:
+            self._run_inline(job)
+        elif due <= now:
+            self.store.add(job)  # first: arguments a durable store cannot keep fail here
+            try:
+                self._dispatcher.submit(job)
+            except QueueFull:
+                self.store.discard(job)
+                raise
+        else:
+            max_scheduled = self.settings.max_scheduled
+            if len(self._scheduler) >= max_scheduled:
+                raise QueueFull(
+                    f"cannot schedule job {job.id} ({task.name}): {len(self._scheduler)} jobs "
+                    f"already wait for their time (max_scheduled={max_scheduled}); "
+                    "raise max_scheduled or schedule fewer jobs"
+                )
+            job.state = JobState.SCHEDULED
+            job.due = due
+            self.store.add(job)
+            self._scheduler.add(job)
+        self.submitted += 1
+        return job
+
+    def _run_inline(self, job: Job[Any]) -> None:
+        self.eager_jobs.add(job)
+        while not job.ready():  # a failed attempt that will be retried leaves it in RETRY
+            job.state = JobState.PENDING
+            self._dispatcher.run(job)
+
+    def retry_later(self, job: Job[Any]) -> None:
+        """Put a retrying job back on the timer (in eager mode, :meth:`submit` retries it)."""
+        if not self.settings.eager:
+            self._scheduler.add(job)
+
+    def resume(self, job: Job[Any]) -> bool:
+        """Queue a job a durable store took over: a PENDING one to the pool, others to the timer.
+
+        :returns: ``False`` if there is no room, or in eager mode, which runs
+            only its own jobs (the store then hands the job back).
+        """
+        if self.settings.eager:
+            return False
+        if job.state is JobState.PENDING:
+            return self._dispatcher.try_submit(job)
+        if len(self._scheduler) >= self.settings.max_scheduled:
+            return False
+        self._scheduler.add(job)
+        return True
+
+    def cancel(self, job: Job[Any]) -> bool:
+        """Cancel ``job`` where it is: running, in the backlog or on the timer.
+
+        :returns: whether it was unfinished.
+        """
+        if job.ready():
+            return False
+        if job.state is JobState.STARTED:
+            # A thread job's thread runs on; its worker stops waiting for it.
+            return self._dispatcher.cancel_running(job)
+        waited_on_timer = job.state in (JobState.SCHEDULED, JobState.RETRY)
+        job._finish(JobState.CANCELLED, None, self._clock.time())
+        if waited_on_timer:
+            self._scheduler.forget(job)
+        self.store.finish(job)
+        return True
+
+    def settle(self, jobs: list[Job[Any]]) -> int:
+        """At shutdown, hand each unfinished job back to the store, or else cancel it.
+
+        A durable store keeps the jobs for another process or the next
+        start; memory cannot, so those jobs end CANCELLED.
+
+        :param jobs: the jobs the pool and the timer gave up on.
+        :returns: how many jobs were handed back.
+        """
+        now = self._clock.time()
+        handed_back = 0
+        for job in jobs:
+            if job.ready():
+                continue
+            if self.store.release(job):
+                handed_back += 1
+                continue
+            job._finish(JobState.CANCELLED, None, now)
+            self.store.finish(job)
+        return handed_back
+
+    def get(self, job_id: str) -> Job[Any] | None:
+        """Return the job with this id, run eagerly or kept in the store, or ``None``."""
+        job = self.eager_jobs.get(job_id)
+        return job if job is not None else self.store.get(job_id)
+
+    def stats(self) -> dict[str, Any]:
+        """Return counts for monitoring: jobs per state, backlog, running, totals."""
+        states = Counter(job.state.value for job in chain(self.eager_jobs, self.store))
+        dispatcher = self._dispatcher
+        return {
+            "states": {state.value: states.get(state.value, 0) for state in JobState},
+            "backlog": dispatcher.backlog,
+            "running": dispatcher.running,
+            "scheduled": len(self._scheduler),
+            "submitted": self.submitted,
+            "completed": dispatcher.completed,
+            "failed": dispatcher.failed,
+            "concurrency": dispatcher.concurrency,
+            "max_pending": dispatcher.max_pending,
+        }
