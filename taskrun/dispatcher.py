@@ -10,13 +10,31 @@ returns ``False`` from :meth:`Dispatcher.try_submit`).
 Jobs of ``executor="thread"`` tasks run in a dedicated
 :class:`gevent.threadpool.ThreadPool`, not the hub's shared one (whose
 saturation would stall DNS lookups); their worker greenlet waits without
-blocking the loop.
+blocking the loop.  A thread job may wait for a free thread: its ``timeout``
+counts from when its body starts in a thread, and a job cancelled (or its
+worker killed) before then never runs its body.  A thread cannot be killed:
+once its body has started, a timeout or a cancel only stops the worker from
+waiting, and the thread runs on; its late result is dropped.
+
+At shutdown (:meth:`Dispatcher.drain`) the workers still running past the
+grace period are killed and their jobs returned as unfinished, for the
+runner to hand back to a durable store or cancel.  A job whose body still
+runs in a thread then is the exception (:meth:`Dispatcher.runs_in_thread`):
+handing it back would let another process run it while this thread still
+does, so the runner cancels it instead.  It runs at most once, and may be
+cut short if the process exits first.  Shutdown never waits for such
+threads.
+
+Due jobs that the scheduler could not admit wait in its overflow, which the
+workers pull from (:meth:`Dispatcher.pull_from`) whenever one of them, or a
+place in the backlog, frees up.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable
@@ -24,7 +42,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any, cast
 
 import gevent
-from gevent.event import Event
+from gevent.event import AsyncResult, Event
 from gevent.greenlet import Greenlet
 from gevent.hub import Waiter, get_hub
 from gevent.threadpool import ThreadPool
@@ -42,6 +60,10 @@ ContextFactory = Callable[[], AbstractContextManager[Any]]
 
 class _Cancelled(gevent.GreenletExit):
     """Thrown into a worker to stop the job it is running (not the worker)."""
+
+
+#: A source of due jobs waiting for room: the next one, or ``None`` when none waits.
+Overflow = Callable[[], Job[Any] | None]
 
 
 class Dispatcher:
@@ -80,7 +102,14 @@ class Dispatcher:
         self._workers: set[Greenlet[..., None]] = set()
         self._running: dict[Job[Any], Greenlet[..., None]] = {}
         self._threadpool: ThreadPool | None = None
+        # Jobs whose body runs in a pool thread now, keyed by run: the pool
+        # threads write it (dict set and pop are atomic under the GIL).
+        self._in_threads: dict[object, Job[Any]] = {}
+        # Pulled from before a worker idles or after it frees a backlog place.
+        self._overflow: Overflow | None = None
         self._closing = False
+        # drain() is killing the workers: a GreenletExit in a job is not the task's own.
+        self._killing = False
         # hurry(): a drain in progress (or the next one) kills at once.
         self._hurried = False
         self._hurry: Event | None = None
@@ -147,20 +176,46 @@ class Dispatcher:
                 self.run(job, worker)  # type: ignore[arg-type]
                 if self._backlog:
                     job = self._backlog.popleft()
+                    if self._overflow is not None:
+                        self._refill()
                 elif self._closing:
                     job = None
                 else:
-                    waiter: Waiter[Job[Any] | None] = Waiter()
-                    self._idle.append(waiter)
-                    job = waiter.get()
+                    job = self._overflow() if self._overflow is not None else None
+                    if job is None:
+                        waiter: Waiter[Job[Any] | None] = Waiter()
+                        self._idle.append(waiter)
+                        job = waiter.get()
         finally:
             self._workers.discard(worker)
+
+    def pull_from(self, overflow: Overflow | None) -> None:
+        """Have the workers take jobs from ``overflow`` as room frees up; ``None`` stops it.
+
+        While set, a worker with nothing in the backlog takes the next job
+        from ``overflow`` before it idles, and a worker that takes a job off
+        the backlog moves one from ``overflow`` into the place it freed, so
+        those jobs keep their order and are not overtaken by later ``delay()``
+        calls.  The scheduler sets it while due jobs wait for room.
+        """
+        self._overflow = overflow
+
+    def _refill(self) -> None:
+        overflow = self._overflow
+        job = overflow() if overflow is not None else None
+        if job is not None:
+            self._backlog.append(job)  # one place just freed
 
     def run(self, job: Job[Any], worker: Greenlet[..., None] | None = None) -> None:
         """Run one attempt of ``job`` in the calling greenlet and record its outcome.
 
         Workers call this; eager mode calls it inline.  Never raises except
-        ``GreenletExit`` when the calling greenlet itself is killed.
+        ``GreenletExit`` when :meth:`drain` kills the calling worker (the job
+        stays STARTED, for :meth:`drain` to report).  Any other
+        ``GreenletExit`` (raised by the task itself, or thrown in by anyone
+        but :meth:`drain` and :meth:`cancel_running`) is the job's failure, so
+        no job is left STARTED with its waiters hanging; run inline, it is
+        then re-raised, since the caller's own greenlet may be being killed.
         """
         if job.state is not JobState.PENDING:
             return  # cancelled while it waited
@@ -174,10 +229,14 @@ class Dispatcher:
             value = self._call(job)
         except _Cancelled:
             self._record(job, JobState.CANCELLED, None)
-        except gevent.GreenletExit:
-            # The worker itself is being killed (shutdown past its grace
-            # period): the job stays STARTED and drain() reports it.
-            raise
+        except gevent.GreenletExit as error:
+            if self._killing:
+                # drain() kills the worker (shutdown past its grace period):
+                # the job stays STARTED and drain() reports it.
+                raise
+            self._failed(job, error)
+            if worker is None:
+                raise
         except BaseException as error:  # noqa: B036 - a job must never take a worker down
             self._failed(job, error)
         else:
@@ -208,8 +267,23 @@ class Dispatcher:
         if self._threadpool is None:
             self._threadpool = ThreadPool(self._threads_size)
         context = self.context
+        in_threads = self._in_threads
+        loop = get_hub().loop
+        # The body runs only if its thread takes the ticket before the worker
+        # gives up on the job (cancelled or killed while the job waits for a
+        # thread).  list.pop and list.clear are atomic: one side wins.
+        ticket = [True]
+        # Set, through the loop, with the moment the body starts.
+        started: AsyncResult[float] = AsyncResult()
 
-        def in_thread() -> tuple[bool, Any]:
+        def in_thread() -> tuple[bool, Any] | None:
+            try:
+                ticket.pop()
+            except IndexError:
+                return None  # given up on while it waited: the body never runs
+            in_threads[started] = job
+            # Only thread-safe calls from here: run_callback_threadsafe wakes the loop.
+            loop.run_callback_threadsafe(started.set, time.monotonic())
             # Hand any exception back as a value: one raised out of a pool
             # thread goes to the hub, which prints it and throws SystemExit
             # or KeyboardInterrupt into the main greenlet.
@@ -218,17 +292,32 @@ class Dispatcher:
                     return True, job.task.fn(*job.args, **(job.kwargs or {}))
             except BaseException as error:  # noqa: B036 - re-raised in the worker below
                 return False, error
+            finally:
+                in_threads.pop(started, None)
 
         pending = self._threadpool.spawn(in_thread)
         try:
-            # get() returns the (ok, value) pair: it blocks, so never ``None``.
-            ok, value = cast(tuple[bool, Any], pending.get(timeout=timeout))
+            if timeout is None:
+                outcome = pending.get()
+            else:
+                # The time limit counts from the start of the body, not from
+                # the wait for a free thread.
+                deadline = cast(float, started.get()) + timeout  # blocks: never None
+                outcome = pending.get(timeout=max(deadline - time.monotonic(), 0.0))
         except gevent.Timeout:
             # A thread cannot be killed: it runs on, and its late result is dropped.
             raise JobTimeout(_timeout_message(job, timeout) + " (the thread runs on)") from None
+        finally:
+            ticket.clear()  # if the body has not started (cancelled, killed), it never will
+        # The body ran (a thread returns None only for a job the worker gave up on).
+        ok, value = cast(tuple[bool, Any], outcome)
         if not ok:
             raise value
         return value
+
+    def runs_in_thread(self, job: Job[Any]) -> bool:
+        """Return whether a body of ``job`` runs in a pool thread now (see the module doc)."""
+        return any(running is job for running in list(self._in_threads.values()))
 
     def _failed(self, job: Job[Any], error: BaseException) -> None:
         options = job.task.options
@@ -281,6 +370,7 @@ class Dispatcher:
     def open(self) -> None:
         """Run and retry jobs again after :meth:`close` (a runner started anew)."""
         self._closing = False
+        self._killing = False
         self._hurried = False
 
     def hurry(self) -> None:
@@ -302,7 +392,9 @@ class Dispatcher:
     def drain(self, timeout: float | None) -> list[Job[Any]]:
         """Wait up to ``timeout`` s for the backlog and running jobs, then kill the rest.
 
-        Call :meth:`close` first.
+        Call :meth:`close` first.  Never waits for a thread past ``timeout``:
+        a job whose body still runs in a thread is returned like the others
+        (check :meth:`runs_in_thread`), and its thread runs on.
 
         :returns: the jobs that did not finish: killed while running or never started.
         """
@@ -322,9 +414,14 @@ class Dispatcher:
         left = list(self._running) + list(self._backlog)
         self._backlog.clear()
         if self._workers:
+            self._killing = True
             gevent.killall(list(self._workers), block=True, timeout=5)
         if self._threadpool is not None:
-            self._threadpool.kill()
+            # ThreadPool.kill() called from a greenlet waits for every busy
+            # thread to return, which may be never; called from the hub it
+            # only tells the threads to exit once idle.
+            pool, self._threadpool = self._threadpool, None
+            get_hub().loop.run_callback(pool.kill)
         return left
 
 

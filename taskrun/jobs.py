@@ -11,14 +11,14 @@ from __future__ import annotations
 import binascii
 import os
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Generic, Protocol, TypeVar
 
 from gevent.event import Event
 
 from taskrun.errors import JobCancelled, JobLost, WaitTimeout
-from taskrun.options import TaskOptions
+from taskrun.options import TaskOptions, seconds
 
 R = TypeVar("R")
 
@@ -239,17 +239,21 @@ class Job(Generic[R]):
         """Return whether the job finished with FAILURE."""
         return self.state is JobState.FAILURE
 
-    def get(self, timeout: float | None = None) -> R:
+    def get(self, timeout: float | timedelta | None = None) -> R:
         """Wait for the job to finish and return its value.
 
         Blocks the calling greenlet only.
 
-        :param timeout: seconds to wait; ``None`` waits as long as it takes.
+        :param timeout: seconds (or a ``timedelta``) to wait; ``None`` waits
+            as long as it takes.
         :returns: the task's return value.
         :raises WaitTimeout: (a ``TimeoutError``) if the job is not finished in time.
         :raises JobCancelled: if the job was cancelled.
         :raises Exception: the task's own exception, type and args intact, if it failed.
+        :raises ConfigError: for a negative or non-numeric ``timeout``.
         """
+        if timeout is not None:
+            timeout = seconds("timeout", timeout)
         if not self.ready():
             runs = self._run_record()
             if runs.poll is not None:

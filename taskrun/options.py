@@ -6,8 +6,10 @@ time rather than on the first run.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Literal
 
 from taskrun.errors import ConfigError
@@ -21,12 +23,14 @@ class TaskOptions:
     """How jobs of one task run, retry and time out.
 
     :param retries: extra attempts after the first failure (0: none).
-    :param retry_delay: seconds before the first retry.
+    :param retry_delay: seconds before the first retry (or a ``timedelta``).
     :param retry_backoff: factor applied to the delay for each later retry.
     :param retry_jitter: randomise each delay within its upper half, so
         jobs that failed together do not retry together.
     :param retry_on: exception types that trigger a retry; others fail at once.
-    :param timeout: seconds a run may take, or ``None`` for no limit.
+    :param timeout: seconds (or a ``timedelta``) one attempt may take, counted
+        from when its body starts (a thread job's wait for a free thread does
+        not count), or ``None`` for no limit.
     :param executor: ``"greenlet"`` (the event loop) or ``"thread"`` (a
         dedicated thread pool, for blocking or CPU-bound work).
     :raises ConfigError: if any option is out of range.
@@ -46,7 +50,8 @@ class TaskOptions:
                 f"retries must be a whole number >= 0, got {self.retries!r}; "
                 "use retries=0 for no retries"
             )
-        _check_seconds("retry_delay", self.retry_delay, allow_zero=True)
+        # Frozen: normalise through object.__setattr__ (a timedelta becomes float seconds).
+        object.__setattr__(self, "retry_delay", seconds("retry_delay", self.retry_delay))
         if not isinstance(self.retry_backoff, int | float) or self.retry_backoff < 1:
             raise ConfigError(
                 f"retry_backoff must be a number >= 1, got {self.retry_backoff!r}; "
@@ -60,7 +65,7 @@ class TaskOptions:
                 "e.g. retry_on=(ConnectionError, TimeoutError)"
             )
         if self.timeout is not None:
-            _check_seconds("timeout", self.timeout, allow_zero=False)
+            object.__setattr__(self, "timeout", seconds("timeout", self.timeout, positive=True))
         if self.executor not in EXECUTORS:
             raise ConfigError(
                 f"executor must be one of {EXECUTORS!r}, got {self.executor!r}; "
@@ -68,12 +73,27 @@ class TaskOptions:
             )
 
 
-def _check_seconds(name: str, value: object, *, allow_zero: bool) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if ok and (value > 0 or (allow_zero and value == 0)):  # type: ignore[operator]
-        return
-    bound = ">= 0" if allow_zero else "> 0"
-    raise ConfigError(f"{name} must be a number of seconds {bound}, got {value!r}")
+def seconds(name: str, value: float | timedelta, *, positive: bool = False) -> float:
+    """Return the duration ``value`` as float seconds; every public duration goes through here.
+
+    :param name: the option or argument, as the error message names it.
+    :param value: a number of seconds (not a bool) or a ``timedelta``.
+    :param positive: refuse zero too (default: refuse only negative values).
+    :raises ConfigError: for another type, a negative (or zero) value, NaN or infinity.
+    """
+    number = value.total_seconds() if isinstance(value, timedelta) else value
+    if (
+        isinstance(number, int | float)
+        and not isinstance(number, bool)
+        and math.isfinite(number)
+        and (number > 0 or (not positive and number == 0))
+    ):
+        return float(number)
+    bound = "> 0" if positive else ">= 0"
+    raise ConfigError(
+        f"{name} must be a number of seconds {bound}, got {value!r}; "
+        f"pass a finite number or a timedelta, e.g. {name}=30"
+    )
 
 
 def retry_delay(options: TaskOptions, failed_attempts: int, rand: random.Random) -> float:

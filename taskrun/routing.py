@@ -4,8 +4,9 @@
 (the dispatcher) and its timer (the scheduler): it records a new job in the
 store before the pool or the timer sees it, queues the jobs a durable store
 takes over, cancels a job wherever it waits or runs, and at shutdown hands
-each unfinished job back to the store or cancels it.  When a job runs is
-the scheduler's business, how it runs the dispatcher's.
+each unfinished job back to the store or cancels it (always cancels one
+whose body still runs in a thread, so no other process runs it meanwhile).
+When a job runs is the scheduler's business, how it runs the dispatcher's.
 
 Eager jobs run inline and are kept in memory, never in the runner's store:
 they need no durability, and eager mode must work without ``start()``,
@@ -15,6 +16,7 @@ before which a durable store is not open.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
@@ -25,6 +27,15 @@ from taskrun.jobs import Job, JobState, TaskLike
 from taskrun.scheduler import Scheduler
 from taskrun.settings import RunnerSettings
 from taskrun.store import MemoryStore, ResultStore
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What :meth:`JobRouter.settle` did with the jobs left at shutdown."""
+
+    handed_back: int  # to a durable store, for another process or the next start
+    cancelled: int  # memory cannot keep them, or their thread still runs
+    in_threads: int  # of the cancelled, those whose body still ran in a thread
 
 
 class JobRouter:
@@ -159,26 +170,34 @@ class JobRouter:
         self.store.finish(job)
         return True
 
-    def settle(self, jobs: list[Job[Any]]) -> int:
+    def settle(self, jobs: list[Job[Any]]) -> Settled:
         """At shutdown, hand each unfinished job back to the store, or else cancel it.
 
         A durable store keeps the jobs for another process or the next
-        start; memory cannot, so those jobs end CANCELLED.
+        start; memory cannot, so those jobs end CANCELLED.  A job whose body
+        still runs in a thread (which cannot be killed) ends CANCELLED
+        whatever the store: handed back, it could run in another process
+        while its thread here runs on.  The trade-off: such a job runs at
+        most once, and is cut short if this process exits before its thread
+        returns; its late result is dropped, as for a cancelled thread job.
 
         :param jobs: the jobs the pool and the timer gave up on.
-        :returns: how many jobs were handed back.
+        :returns: how many jobs were handed back and how many cancelled.
         """
         now = self._clock.time()
-        handed_back = 0
+        handed_back = cancelled = in_threads = 0
         for job in jobs:
             if job.ready():
                 continue
-            if self.store.release(job):
+            in_thread = self._dispatcher.runs_in_thread(job)
+            if not in_thread and self.store.release(job):
                 handed_back += 1
                 continue
+            cancelled += 1
+            in_threads += in_thread
             job._finish(JobState.CANCELLED, None, now)
             self.store.finish(job)
-        return handed_back
+        return Settled(handed_back, cancelled, in_threads)
 
     def get(self, job_id: str) -> Job[Any] | None:
         """Return the job with this id, run eagerly or kept in the store, or ``None``."""

@@ -16,6 +16,7 @@ from typing import Any, TypeAlias
 
 from taskrun.clock import Clock
 from taskrun.errors import ConfigError
+from taskrun.options import seconds
 from taskrun.store import MemoryStore, ResultStore, StoreHost
 
 #: What the ``store`` option accepts (see :func:`make_store`).
@@ -56,7 +57,7 @@ class RunnerSettings:
     :param concurrency: the most jobs running at once.
     :param max_pending: the most jobs waiting for a free slot.
     :param max_scheduled: the most jobs waiting for their eta or a retry.
-    :param result_ttl: seconds a finished job's result stays retrievable.
+    :param result_ttl: seconds (or a ``timedelta``) a finished job's result stays retrievable.
     :param max_results: the most finished jobs kept.
     :param threads: threads for ``executor="thread"`` tasks; ``None``: the CPU count.
     :param eager: run every job inline at ``delay()``.
@@ -78,8 +79,8 @@ class RunnerSettings:
         _non_negative_int("max_pending", self.max_pending)
         positive_int("max_scheduled", self.max_scheduled, "e.g. max_scheduled=100_000")
         positive_int("max_results", self.max_results, "e.g. max_results=100_000")
-        if not isinstance(self.result_ttl, int | float) or self.result_ttl < 0:
-            raise ConfigError(f"result_ttl must be seconds >= 0, got {self.result_ttl!r}")
+        # Frozen: a timedelta given here is stored as float seconds.
+        object.__setattr__(self, "result_ttl", seconds("result_ttl", self.result_ttl))
         if self.threads is not None:
             positive_int("threads", self.threads, "e.g. threads=4")
 

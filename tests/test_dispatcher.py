@@ -13,7 +13,15 @@ import pytest
 from gevent import monkey
 from gevent.event import Event
 
-from taskrun import JobCancelled, JobState, JobTimeout, QueueFull, TaskrunError, TaskRunner
+from taskrun import (
+    JobCancelled,
+    JobState,
+    JobTimeout,
+    QueueFull,
+    TaskrunError,
+    TaskRunner,
+    WaitTimeout,
+)
 from taskrun.options import Executor
 
 Wait = Callable[..., Any]
@@ -270,16 +278,19 @@ def test_cancel_running_greenlet_job_kills_it(runner: TaskRunner, wait_for: Wait
 def test_cancel_running_thread_job_discards_its_result(runner: TaskRunner, wait_for: Wait) -> None:
     lock = allocate_real_lock()
     lock.acquire()
+    began: list[str] = []
     returned: list[str] = []
 
     @runner.task(executor="thread")
     def in_thread() -> str:
+        began.append("body")
         lock.acquire(timeout=5)
         returned.append("late")
         return "late"
 
     job = in_thread.delay()
-    wait_for(lambda: job.state is JobState.STARTED, "the job to start")
+    # STARTED is not enough: a job cancelled before its thread runs it never runs.
+    wait_for(lambda: began, "the thread to start the job's body")
 
     assert job.cancel() is True
     with pytest.raises(JobCancelled):
@@ -399,3 +410,127 @@ def test_thread_jobs_run_at_most_threads_at_once(
     assert len(inside) == 2
     gate.release()
     assert sorted(job.get(timeout=5) for job in jobs) == [0, 1, 2]
+
+
+def test_a_thread_job_waiting_for_a_free_thread_is_timed_from_its_own_start(
+    make_runner: Callable[..., TaskRunner], wait_for: Wait
+) -> None:
+    runner = make_runner(threads=1)
+    hog_lock, overrun_lock = allocate_real_lock(), allocate_real_lock()
+    hog_lock.acquire()
+    overrun_lock.acquire()
+    ran: list[str] = []  # appended to from the pool thread (list.append is atomic)
+
+    @runner.task(executor="thread", timeout=0.05, name="hog")
+    def hog() -> None:
+        ran.append("hog")
+        hog_lock.acquire(timeout=5)
+
+    @runner.task(executor="thread", timeout=0.05, retries=2, retry_delay=0, name="quick")
+    def quick() -> str:
+        ran.append("quick")
+        return "ok"
+
+    @runner.task(executor="thread", timeout=0.05, name="overrun")
+    def overrun() -> None:
+        ran.append("overrun")
+        overrun_lock.acquire(timeout=5)
+        ran.append("overrun returned")
+
+    first, second, third = hog.delay(), quick.delay(), overrun.delay()
+    with pytest.raises(JobTimeout, match=r"\(hog\) ran past its timeout of 0\.05 s"):
+        first.get(timeout=5)
+    # The only thread still runs the first job: the others have not started, nor timed out.
+    with pytest.raises(
+        WaitTimeout, match=r"\(quick\) did not finish within 0\.2 s \(state STARTED\)"
+    ):
+        second.get(timeout=0.2)
+    hog_lock.release()
+
+    assert second.get(timeout=5) == "ok"
+    with pytest.raises(JobTimeout, match=r"\(overrun\) ran past its timeout of 0\.05 s"):
+        third.get(timeout=5)  # its own limit still holds, counted from its start
+    overrun_lock.release()
+    wait_for(lambda: len(ran) == 4, "the abandoned thread to return")
+    assert ran == ["hog", "quick", "overrun", "overrun returned"]
+    assert (second.attempts, third.attempts) == (1, 1)
+
+
+def test_a_cancelled_thread_job_waiting_for_a_free_thread_never_runs(
+    make_runner: Callable[..., TaskRunner], wait_for: Wait
+) -> None:
+    runner = make_runner(threads=1)
+    lock = allocate_real_lock()
+    lock.acquire()
+    ran: list[str] = []
+
+    @runner.task(executor="thread")
+    def work(name: str) -> str:
+        ran.append(name)
+        if name == "hog":
+            lock.acquire(timeout=5)
+        return name
+
+    hog = work.delay("hog")
+    queued = work.delay("queued")
+    wait_for(
+        lambda: ran == ["hog"] and queued.state is JobState.STARTED,
+        "the first job to hold the only thread",
+    )
+
+    assert queued.cancel() is True
+    with pytest.raises(JobCancelled):
+        queued.get(timeout=5)
+    lock.release()
+    assert hog.get(timeout=5) == "hog"
+    # The pool's queue is FIFO: this job runs after the cancelled one's turn came.
+    assert work.delay("after").get(timeout=5) == "after"
+    assert ran == ["hog", "after"]
+
+
+class _TaskDone(gevent.GreenletExit):
+    """A task's own GreenletExit subclass."""
+
+
+@pytest.mark.parametrize("executor", ["greenlet", "thread"])
+@pytest.mark.parametrize("error_type", [gevent.GreenletExit, _TaskDone])
+def test_a_greenlet_exit_raised_by_a_task_is_its_failure_logged_once(
+    runner: TaskRunner,
+    caplog: pytest.LogCaptureFixture,
+    executor: Executor,
+    error_type: type[gevent.GreenletExit],
+) -> None:
+    @runner.task(executor=executor, name=f"exits.{executor}")
+    def exits() -> None:
+        raise error_type("the task gave up")
+
+    @runner.task(name=f"after.{executor}")
+    def after() -> str:
+        return "still working"
+
+    with caplog.at_level(logging.DEBUG, logger="taskrun"):
+        job = exits.delay()
+        with pytest.raises(error_type, match="the task gave up"):
+            job.get(timeout=5)
+
+    assert job.state is JobState.FAILURE
+    about_job = [record for record in caplog.records if job.id in record.getMessage()]
+    assert [record.levelno for record in about_job] == [logging.ERROR]
+    assert runner.stats()["failed"] == 1
+    assert after.delay().get(timeout=5) == "still working"
+
+
+def test_a_greenlet_exit_raised_by_an_eager_task_fails_the_job_and_reaches_the_caller() -> None:
+    runner = TaskRunner(eager=True)
+
+    @runner.task(name="exits.inline")
+    def exits() -> None:
+        raise gevent.GreenletExit("the task gave up")
+
+    # Inline, the caller's greenlet might be the one being killed: never swallowed.
+    with pytest.raises(gevent.GreenletExit, match="the task gave up"):
+        exits.delay()
+
+    (job,) = list(runner._router.eager_jobs)
+    assert job.state is JobState.FAILURE
+    assert isinstance(job.result, gevent.GreenletExit)

@@ -287,7 +287,7 @@ def test_stats_count_jobs_by_state_and_totals(make_runner: Callable[..., TaskRun
         ({"max_pending": -1}, r"max_pending must be a whole number >= 0, got -1"),
         ({"max_scheduled": 0}, r"max_scheduled must be a whole number >= 1, got 0"),
         ({"max_results": 0}, r"max_results must be a whole number >= 1, got 0"),
-        ({"result_ttl": -5}, r"result_ttl must be seconds >= 0, got -5"),
+        ({"result_ttl": -5}, r"result_ttl must be a number of seconds >= 0, got -5"),
         ({"threads": -2}, r"threads must be a whole number >= 1, got -2"),
         ({"threads": 0}, r"threads must be a whole number >= 1, got 0"),
     ],

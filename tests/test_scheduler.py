@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import random
+import re
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -125,16 +127,87 @@ def test_a_due_job_waits_while_the_pool_is_full_without_blocking_the_timer(
 
     blocker = block.delay()
     delayed = later.apply_async(countdown=10)
+    afterwards = later.apply_async(countdown=20)
     with caplog.at_level(logging.WARNING, logger="taskrun.scheduler"):
         clock.advance(10)
         settle()
+        clock.advance(10)  # the timer still fires while the first due job waits
+        settle()
 
-    assert delayed.state is JobState.SCHEDULED
+    assert (delayed.state, afterwards.state) == (JobState.PENDING, JobState.PENDING)
     assert f"job {delayed.id}" in caplog.text and "pool and backlog are full" in caplog.text
     release.set()
     blocker.get(timeout=5)
-    clock.advance(1)
+    # No clock advance and no polling: the freed worker takes the waiting jobs.
     assert delayed.get(timeout=5) == "ran"
+    assert afterwards.get(timeout=5) == "ran"
+
+
+def test_due_jobs_on_a_full_pool_warn_once_and_run_in_due_order_once_it_frees(
+    make_runner: Callable[..., TaskRunner], clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    runner = make_runner(clock=clock, concurrency=1, max_pending=2)
+    release = Event()
+    order: list[int] = []
+
+    @runner.task
+    def block() -> None:
+        release.wait(5)
+
+    @runner.task
+    def record(n: int) -> None:
+        order.append(n)
+
+    blocker = block.delay()
+    queued = [record.delay(-2), record.delay(-1)]  # the backlog is full
+    countdowns = list(range(1, 201))
+    random.Random(7).shuffle(countdowns)
+    delayed = [record.apply_async(args=(n,), countdown=n) for n in countdowns]
+    with caplog.at_level(logging.INFO, logger="taskrun.scheduler"):
+        clock.advance(100)
+        settle()
+        clock.advance(100)
+        settle()
+        warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warned) == 1, [r.getMessage() for r in warned]
+        assert all(job.state is JobState.PENDING for job in delayed)
+        release.set()
+        for job in [blocker, *queued, *delayed]:
+            job.get(timeout=5)
+
+    assert order == [-2, -1, *range(1, 201)]
+    drained = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert len(drained) == 1 and "the 200 due job(s)" in drained[0]
+    assert runner.stats()["scheduled"] == 0
+
+
+def test_stop_reports_due_jobs_still_waiting_for_a_worker_as_due(
+    make_runner: Callable[..., TaskRunner], clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    runner = make_runner(clock=clock, concurrency=1, max_pending=0)
+
+    @runner.task
+    def block() -> None:
+        gevent.sleep(60)
+
+    @runner.task
+    def later() -> None:
+        pass
+
+    blocker = block.delay()
+    due = later.apply_async(countdown=10)
+    not_due = later.apply_async(countdown=60)
+    clock.advance(10)
+    settle()
+    with caplog.at_level(logging.WARNING, logger="taskrun.runner"):
+        runner.stop(timeout=0.05)
+
+    assert [job.state for job in (blocker, due, not_due)] == [JobState.CANCELLED] * 3
+    assert re.search(
+        r"1 job\(s\) unfinished after 0\.05 s, 1 due job\(s\) still waiting for a free "
+        r"worker and 1 scheduled job\(s\) not yet due; 0 handed back to the store, 3 cancelled",
+        caplog.text,
+    )
 
 
 def test_retries_wait_with_backoff_then_succeed(
