@@ -1,12 +1,13 @@
 """A development SMTP server that saves every message it accepts as a ``.eml`` file.
 
-Run it as its own process (aiosmtpd runs asyncio on a thread, which does not
-mix with a gevent-patched process)::
+Run it as its own process (aiosmtpd runs on asyncio, which does not mix with
+a gevent-patched process)::
 
     python -m example_app.mailsink --port 8025 --dir instance/mail
 
 It prints one line, ``mailsink ready on HOST:PORT``, once it accepts
-connections, and runs until SIGTERM or SIGINT.  A message is written to a
+connections (``--port 0`` picks a free port: the line names it), and runs
+until SIGTERM or SIGINT.  A message is written to a
 temporary name and renamed, so a reader never sees half of one; the server
 answers ``250`` only after the file is in place.
 """
@@ -14,16 +15,16 @@ answers ``250`` only after the file is in place.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import itertools
 import os
 import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
 
 READY = "mailsink ready on"
 
@@ -48,22 +49,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Serve SMTP on ``--host``/``--port`` until SIGTERM or SIGINT; return the exit code."""
     parser = argparse.ArgumentParser(prog="python -m example_app.mailsink", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8025)
+    parser.add_argument("--port", type=int, default=8025, help="0 picks a free port (%(default)s)")
     parser.add_argument("--dir", type=Path, default=Path("mail"), help="where messages go")
     args = parser.parse_args(argv)
     args.dir.mkdir(parents=True, exist_ok=True)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    controller = Controller(SaveToFolder(args.dir), hostname=args.host, port=args.port)
-    controller.start()
-    try:
-        sys.stdout.write(f"{READY} {args.host}:{args.port}, saving to {args.dir}\n")
-        sys.stdout.flush()
-        stop.wait()
-    finally:
-        controller.stop()
+    asyncio.run(_serve(SaveToFolder(args.dir), args.host, args.port))
     return 0
+
+
+async def _serve(handler: SaveToFolder, host: str, port: int) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    server = await loop.create_server(lambda: SMTP(handler, loop=loop), host=host, port=port)
+    bound = server.sockets[0].getsockname()[1]  # the real port when asked for port 0
+    try:
+        sys.stdout.write(f"{READY} {host}:{bound}, saving to {handler.folder}\n")
+        sys.stdout.flush()
+        await stop.wait()
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 _PATCH_FIX = (
     "serve the app with `taskrun serve module:app` or gunicorn "
-    "`-k taskrun.gunicorn.GeventWorker` (without --preload), or call "
+    "`-k taskrun.gunicorn.GeventWorker`, or call "
     "gevent.monkey.patch_all() first thing in your entry point, before any other import"
 )
 #: Modules allowed to hold the original ``ssl.SSLContext``.

@@ -4,11 +4,14 @@ The whole deployment change is the worker class::
 
     gunicorn -k taskrun.gunicorn.GeventWorker -w 4 --graceful-timeout 30 myapp:app
 
-Each worker process patches with gevent (as gunicorn's gevent worker does),
-loads the app, finds its :class:`~taskrun.runner.TaskRunner` (see
-:func:`taskrun.loading.find_runner`) and starts it after fork, so it is safe
-with ``--preload``: nothing runs in the master.  It installs no signal
-handler of its own; it extends gunicorn's:
+The master patches sockets, ``ssl``, ``time`` and ``select`` with gevent
+before gunicorn imports a ``--preload`` app (:meth:`GeventWorker.setup`), so
+``--preload`` is safe with apps that import ``requests``; each worker process
+completes the patch after fork, loads the app (or inherits the preloaded
+one), finds its :class:`~taskrun.runner.TaskRunner` (see
+:func:`taskrun.loading.find_runner`) and starts it.  Nothing runs in the
+master: no greenlet, thread or runner.  The worker installs no signal handler
+of its own; it extends gunicorn's:
 
 * ``SIGTERM`` (graceful stop, also sent by a reload): in-flight requests
   finish, then jobs drain within what is left of ``graceful_timeout``
@@ -25,14 +28,18 @@ Jobs still running at the deadline are killed, marked CANCELLED and logged.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import time
+import warnings
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
 import gevent
+from gevent import monkey
 from gunicorn.workers.ggevent import GeventWorker as _GunicornGeventWorker
 
 from taskrun.checks import shared_store_problem
@@ -46,6 +53,11 @@ RECYCLE_GRACE_ENV = "TASKRUN_RECYCLE_GRACE"
 DEFAULT_RECYCLE_GRACE = 10.0
 #: Longest pause between heartbeats while jobs drain.
 HEARTBEAT = 1.0
+#: Logged (through gunicorn's error log, at info level) once a worker's runner has started.
+RUNNER_STARTED = "taskrun runner started in worker %s"
+#: What :meth:`GeventWorker.setup` leaves unpatched in the master (``monkey.patch_all``
+#: arguments): gevent's forms would stop gunicorn supervising its workers.
+MASTER_UNPATCHED = ("os", "signal", "subprocess", "thread", "queue")
 
 
 def recycle_grace(graceful_timeout: float) -> float:
@@ -87,6 +99,17 @@ def _find_worker_runner(worker: Any) -> TaskRunner | None:
     return runner
 
 
+@contextlib.contextmanager
+def _union_patch_allowed() -> Iterator[None]:
+    # gevent warns when patch_all() is called again with other arguments
+    # (it then patches the union of both); patching in two steps is the point.
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", "Patching more than once", category=monkey.MonkeyPatchWarning
+        )
+        yield
+
+
 class GeventWorker(_GunicornGeventWorker):  # type: ignore[misc]  # gunicorn is untyped
     """gunicorn's gevent worker, running the app's :class:`TaskRunner` in each worker process.
 
@@ -95,6 +118,33 @@ class GeventWorker(_GunicornGeventWorker):  # type: ignore[misc]  # gunicorn is 
     booting) and started right before serving; it is stopped after the
     last request, with the budget described in :mod:`taskrun.gunicorn`.
     """
+
+    @classmethod
+    def setup(cls) -> None:
+        """Monkey-patch the master with gevent before gunicorn imports a ``--preload`` app.
+
+        gunicorn calls this classmethod in the master, before it preloads the
+        app (and again on each ``SIGHUP`` reload; a repeat is a no-op).
+        gunicorn's own gevent worker patches only in each worker, after fork:
+        a preloaded app has by then taken the unpatched ``ssl`` (``requests``
+        through ``urllib3`` does), so its HTTPS calls may fail with
+        ``RecursionError``, and names it imported from ``socket`` or ``time``
+        block every greenlet.
+
+        The master is patched in all but :data:`MASTER_UNPATCHED`: those
+        would stop gunicorn supervising its workers (its master loop blocks on
+        a queue made before this runs, so with gevent's ``SIGCHLD`` handling
+        a dead worker went unnoticed, and its control-socket thread, turned
+        into a greenlet, never ran).  :meth:`patch` completes the patch in
+        each worker after fork.  Starts nothing: no greenlet, thread or runner.
+        """
+        with _union_patch_allowed():
+            monkey.patch_all(**dict.fromkeys(MASTER_UNPATCHED, False))
+
+    def patch(self) -> None:
+        """Complete the patch in the worker, after fork; gunicorn calls it first thing there."""
+        with _union_patch_allowed():
+            super().patch()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._stop_asked_at: float | None = None
@@ -137,6 +187,7 @@ class GeventWorker(_GunicornGeventWorker):  # type: ignore[misc]  # gunicorn is 
         """Start the runner, serve until told to stop, then drain the jobs."""
         if self.runner is not None:
             self.runner.start()
+            self.log.info(RUNNER_STARTED, self.pid)
         try:
             super().run()
         finally:
@@ -197,6 +248,7 @@ def post_worker_init(worker: Any) -> None:
     worker.taskrun_runner = runner
     if runner is not None:
         runner.start()
+        worker.log.info(RUNNER_STARTED, worker.pid)
 
 
 def worker_int(worker: Any) -> None:

@@ -1,7 +1,10 @@
-"""Helpers for the serving tests: free ports, bounded waits, HTTP calls, subprocesses killed by pid.
+"""Helpers for the serving tests: bounded waits, HTTP calls, subprocesses killed by pid.
 
 Every wait here has a deadline and fails with what it was waiting for;
 every process started is killed by pid when its ``with`` block ends.
+Servers bind port 0 and the tests read the port they got from their log
+(a port picked beforehand may be taken by another process before the
+server binds it).
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ import http.client
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,13 +27,6 @@ import pytest
 APPS = Path(__file__).with_name("apps")
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_for(check: Callable[[], T | None], timeout: float, what: str, step: float = 0.05) -> T:
@@ -153,20 +148,42 @@ def run_process(args: Sequence[str], env: dict[str, str], log: Path) -> Iterator
         proc.wait(timeout=10)
 
 
-def gunicorn_command(target: str, port: int, *options: str) -> list[str]:
-    """Return the command line of a gunicorn serving ``target`` with taskrun's worker."""
+#: The worker class of the gunicorn tests.
+WORKER_CLASS = "taskrun.gunicorn.GeventWorker"
+#: What a gunicorn worker logs once its runner has started (``taskrun.gunicorn.RUNNER_STARTED``).
+RUNNER_STARTED = "taskrun runner started in worker"
+
+
+def gunicorn_command(
+    target: str, *options: str, worker: str = WORKER_CLASS, control_socket: Path | None = None
+) -> list[str]:
+    """Return the command line of a gunicorn serving ``target`` on 127.0.0.1, any free port.
+
+    Read the port it got with :func:`gunicorn_url`.  The master's control
+    socket is off unless ``control_socket`` names where to put it.
+    """
+    control = ["--control-socket", str(control_socket)] if control_socket else []
     return [
         sys.executable,
         "-m",
         "gunicorn",
         "-k",
-        "taskrun.gunicorn.GeventWorker",
+        worker,
         "--bind",
-        f"127.0.0.1:{port}",
-        "--no-control-socket",
+        "127.0.0.1:0",
+        *(control or ["--no-control-socket"]),
         *options,
         target,
     ]
+
+
+def gunicorn_url(served: Served, timeout: float) -> str:
+    """Wait for gunicorn's ``Listening at: http://127.0.0.1:PORT`` line; return (and keep) the URL.
+
+    The master binds before it forks: every worker accepts on that socket.
+    """
+    served.url = served.wait_log(r"Listening at: (http://127\.0\.0\.1:\d+) ", timeout)[1]
+    return served.url
 
 
 def worker_pids(served: Served) -> set[int]:
@@ -176,15 +193,17 @@ def worker_pids(served: Served) -> set[int]:
     return pids
 
 
-def wait_workers_ready(served: Served, count: int, timeout: float) -> None:
-    """Wait until ``count`` gunicorn workers have loaded the app (and so handle signals).
+def wait_workers_ready(served: Served, count: int, timeout: float) -> set[int]:
+    """Wait until ``count`` gunicorn workers have started their runners; return the workers' pids.
 
-    Each worker of a multi-worker test app warns once, after gunicorn has set
-    up its signal handlers, that its job store is not shared.
+    A worker logs :data:`RUNNER_STARTED` after it has loaded the app and set
+    up its signal handlers, right before it serves, whatever store the app
+    uses (with ``taskrun.gunicorn.GeventWorker`` or its ``post_worker_init``
+    hook).  Workers that started before count too (e.g. one recycled).
     """
     wait_for(
-        lambda: served.log_text().count("worker processes each keep their jobs in memory") >= count,
+        lambda: served.log_text().count(RUNNER_STARTED) >= count,
         timeout,
-        f"{count} workers to load the app",
+        f"{count} workers to start their runners ({RUNNER_STARTED!r} in the log)",
     )
-    worker_pids(served)
+    return worker_pids(served)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import gevent
 import pytest
-from serving_helpers import Served, app_env, free_port, http_get, lines, run_process, wait_for
+from serving_helpers import Served, app_env, http_get, lines, run_process, wait_for
 
 PYTHON_M = [sys.executable, "-m", "taskrun"]
 CONSOLE_SCRIPT = [str(Path(sys.executable).with_name("taskrun"))]
@@ -122,11 +122,11 @@ def test_an_app_that_cannot_be_loaded_exits_2_and_says_why(
 
 
 def test_a_bound_port_exits_1_and_says_to_choose_another(tmp_path: Path) -> None:
-    port = free_port()
-    command = [*PYTHON_M, "serve", "jobs_app:app", "--bind", f"127.0.0.1:{port}"]
     with gevent.socket.socket() as taken:
-        taken.bind(("127.0.0.1", port))
+        taken.bind(("127.0.0.1", 0))
         taken.listen()
+        port = taken.getsockname()[1]
+        command = [*PYTHON_M, "serve", "jobs_app:app", "--bind", f"127.0.0.1:{port}"]
         with run_process(command, app_env(tmp_path / "o"), tmp_path / "serve.log") as served:
             code = served.wait_exit(timeout=30)
 

@@ -1,26 +1,31 @@
 """taskrun's gunicorn worker, end to end: a real gunicorn on 127.0.0.1, real signals.
 
-Each test starts ``python -m gunicorn -k taskrun.gunicorn.GeventWorker`` as a
-subprocess serving an app from ``tests/apps``, talks to it over HTTP, signals
-the master and reads what the jobs wrote to a file.
+Each test starts ``python -m gunicorn -k taskrun.gunicorn.GeventWorker`` (or
+gunicorn's own ``-k gevent`` with taskrun's hooks) as a subprocess serving an
+app from ``tests/apps`` on port 0, reads the port from its log, talks to it
+over HTTP, signals the master and reads what the jobs wrote to a file.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from serving_helpers import (
     app_env,
-    free_port,
     gunicorn_command,
+    gunicorn_url,
     http_get,
     lines,
     pid_exists,
     run_process,
-    try_get,
     wait_for,
     wait_workers_ready,
     worker_pids,
@@ -29,27 +34,33 @@ from serving_helpers import (
 from taskrun.gunicorn import DEFAULT_RECYCLE_GRACE, RECYCLE_GRACE_ENV, recycle_grace
 
 BOOT = 20.0  # seconds a gunicorn gets to answer its first request
+GUNICORNC = str(Path(sys.executable).with_name("gunicornc"))  # gunicorn's control client
 
 
 @pytest.mark.timeout(60)
-def test_sigterm_lets_a_running_job_finish_before_every_process_exits(tmp_path: Path) -> None:
+def test_sigterm_lets_a_running_job_finish_and_every_process_exits_within_the_grace_period(
+    tmp_path: Path,
+) -> None:
     out = tmp_path / "jobs.txt"
-    port = free_port()
-    command = gunicorn_command("jobs_app:app", port, "-w", "2", "--graceful-timeout", "15")
+    grace = 6  # seconds; the job needs 2 of them
+    command = gunicorn_command("jobs_app:app", "-w", "2", "--graceful-timeout", str(grace))
     with run_process(command, app_env(out), tmp_path / "gunicorn.log") as served:
-        url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: try_get(url + "/ping"), BOOT, "gunicorn to answer")
-        wait_workers_ready(served, 2, BOOT)
+        url = gunicorn_url(served, BOOT)
+        workers = wait_workers_ready(served, 2, BOOT)
         _, worker = http_get(url + "/enqueue?id=a&sleep=2")[1].split()
         wait_for(lambda: f"started a {worker}" in lines(out), 10, "the job to start")
 
         served.signal(signal.SIGTERM)
-        code = served.wait_exit(timeout=15 + 5)
+        # A bound, not a speed test: the master SIGKILLs workers once the
+        # grace period is over, so an exit observed within it was a drain.
+        code = served.wait_exit(timeout=grace)
+        still_running = [pid for pid in workers if pid_exists(pid)]
 
         assert code == 0, served.log_text()
         assert f"finished a {worker}" in lines(out), served.log_text()
-        assert not [pid for pid in worker_pids(served) if pid_exists(pid)]
+        assert still_running == []
         assert "WORKER TIMEOUT" not in served.log_text()
+        assert "SIGKILL" not in served.log_text()
 
 
 @pytest.mark.timeout(60)
@@ -57,22 +68,23 @@ def test_max_requests_recycle_lets_a_running_job_finish_without_a_worker_timeout
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "jobs.txt"
-    port = free_port()
     # A 2 s heartbeat timeout: a worker draining a 4 s job without
     # heartbeats would be aborted as a timeout by the master.
     options = ["-w", "1", "--timeout", "2", "--graceful-timeout", "15"]
     options += ["--max-requests", "3", "--max-requests-jitter", "0"]
     with run_process(
-        gunicorn_command("jobs_app:app", port, *options), app_env(out), tmp_path / "gunicorn.log"
+        gunicorn_command("jobs_app:app", *options), app_env(out), tmp_path / "gunicorn.log"
     ) as served:
-        url = f"http://127.0.0.1:{port}"
-        first = wait_for(lambda: try_get(url + "/ping"), BOOT, "gunicorn to answer")  # request 1
+        url = gunicorn_url(served, BOOT)
+        wait_workers_ready(served, 1, BOOT)
+        first = http_get(url + "/ping")[1]  # request 1
         _, worker = http_get(url + "/enqueue?id=a&sleep=4")[1].split()  # request 2
         http_get(url + "/ping")  # request 3: the worker recycles after it
 
         served.wait_log(r"Autorestarting worker", 10)
         wait_for(lambda: f"finished a {worker}" in lines(out), 15, "the job to finish")
-        second = wait_for(lambda: try_get(url + "/ping"), BOOT, "the new worker to answer")
+        wait_workers_ready(served, 2, BOOT)  # the replacement too
+        second = http_get(url + "/ping")[1]
 
         assert first.split()[1] == worker != second.split()[1]
         assert "WORKER TIMEOUT" not in served.log_text()
@@ -84,11 +96,10 @@ def test_max_requests_recycle_lets_a_running_job_finish_without_a_worker_timeout
 @pytest.mark.timeout(60)
 def test_quick_shutdown_kills_running_jobs_at_once(tmp_path: Path) -> None:
     out = tmp_path / "jobs.txt"
-    port = free_port()
-    command = gunicorn_command("jobs_app:app", port, "-w", "1", "--graceful-timeout", "60")
+    command = gunicorn_command("jobs_app:app", "-w", "1", "--graceful-timeout", "60")
     with run_process(command, app_env(out), tmp_path / "gunicorn.log") as served:
-        url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: try_get(url + "/ping"), BOOT, "gunicorn to answer")
+        url = gunicorn_url(served, BOOT)
+        wait_workers_ready(served, 1, BOOT)
         job_id, worker = http_get(url + "/enqueue?id=a&sleep=60")[1].split()
         wait_for(lambda: f"started a {worker}" in lines(out), 10, "the job to start")
 
@@ -103,11 +114,10 @@ def test_quick_shutdown_kills_running_jobs_at_once(tmp_path: Path) -> None:
 @pytest.mark.timeout(60)
 def test_quick_shutdown_during_a_graceful_drain_kills_the_jobs_at_once(tmp_path: Path) -> None:
     out = tmp_path / "jobs.txt"
-    port = free_port()
-    command = gunicorn_command("jobs_app:app", port, "-w", "1", "--graceful-timeout", "60")
+    command = gunicorn_command("jobs_app:app", "-w", "1", "--graceful-timeout", "60")
     with run_process(command, app_env(out), tmp_path / "gunicorn.log") as served:
-        url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: try_get(url + "/ping"), BOOT, "gunicorn to answer")
+        url = gunicorn_url(served, BOOT)
+        wait_workers_ready(served, 1, BOOT)
         job_id, worker = http_get(url + "/enqueue?id=a&sleep=60")[1].split()
         wait_for(lambda: f"started a {worker}" in lines(out), 10, "the job to start")
         served.signal(signal.SIGTERM)
@@ -124,12 +134,10 @@ def test_quick_shutdown_during_a_graceful_drain_kills_the_jobs_at_once(tmp_path:
 @pytest.mark.timeout(60)
 def test_preloaded_periodic_job_runs_once_per_slot_across_three_workers(tmp_path: Path) -> None:
     out = tmp_path / "ticks.txt"
-    port = free_port()
     env = app_env(out, TASKRUN_TEST_LOCK=str(tmp_path / "leader.lock"))
-    command = gunicorn_command("periodic_app:app", port, "-w", "3", "--preload")
+    command = gunicorn_command("periodic_app:app", "-w", "3", "--preload")
     with run_process(command, env, tmp_path / "gunicorn.log") as served:
-        url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: try_get(url + "/ping"), BOOT, "gunicorn to answer")
+        gunicorn_url(served, BOOT)
         wait_workers_ready(served, 3, BOOT)
         wait_for(lambda: len(lines(out)) >= 4, 15, "four periodic runs")
 
@@ -141,14 +149,48 @@ def test_preloaded_periodic_job_runs_once_per_slot_across_three_workers(tmp_path
     assert {int(line.split()[0]) for line in lines(out)} <= worker_pids(served)
 
 
+def control_answer(control: Path, command: str) -> dict[str, Any] | None:
+    """Return the master's JSON answer to ``command`` on its control socket, or ``None``."""
+    client = [GUNICORNC, "-s", str(control), "-c", command, "-j"]
+    done = subprocess.run(client, capture_output=True, text=True, timeout=10, check=False)
+    return json.loads(done.stdout) if done.returncode == 0 else None
+
+
+@pytest.mark.timeout(60)
+def test_a_preloading_master_still_replaces_a_killed_worker_and_answers_its_control_socket(
+    tmp_path: Path,
+) -> None:
+    control = tmp_path / "gunicorn.ctl"
+    # A heartbeat timeout far beyond the waits: the master must learn of the
+    # death from SIGCHLD, as an unpatched master does.
+    options = ["-w", "2", "--preload", "--timeout", "300"]
+    command = gunicorn_command("jobs_app:app", *options, control_socket=control)
+    with run_process(command, app_env(tmp_path / "jobs.txt"), tmp_path / "g.log") as served:
+        gunicorn_url(served, BOOT)
+        victim = min(wait_workers_ready(served, 2, BOOT))
+
+        os.kill(victim, signal.SIGKILL)
+
+        served.wait_log(rf"Worker \(pid:{victim}\) was sent SIGKILL", BOOT)
+        wait_workers_ready(served, 3, BOOT)  # its replacement
+        shown = wait_for(
+            lambda: control_answer(control, "show workers"), BOOT, "the control socket to answer"
+        )
+        served.signal(signal.SIGTERM)
+        assert served.wait_exit(timeout=20) == 0, served.log_text()
+
+    assert sorted(worker["pid"] for worker in shown["workers"]) == sorted(
+        worker_pids(served) - {victim}
+    )
+
+
 @pytest.mark.timeout(60)
 def test_flask_factory_app_runner_is_found_in_its_extension(tmp_path: Path) -> None:
     out = tmp_path / "jobs.txt"
-    port = free_port()
-    command = gunicorn_command("flask_app:create_app()", port, "-w", "1")
+    command = gunicorn_command("flask_app:create_app()", "-w", "1")
     with run_process(command, app_env(out), tmp_path / "gunicorn.log") as served:
-        url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: try_get(url + "/ping"), BOOT, "gunicorn to answer")
+        url = gunicorn_url(served, BOOT)
+        wait_workers_ready(served, 1, BOOT)
         _, worker = http_get(url + "/enqueue?id=f&sleep=0")[1].split()
 
         wait_for(lambda: f"finished f {worker}" in lines(out), 10, "the job to run")
@@ -158,14 +200,60 @@ def test_flask_factory_app_runner_is_found_in_its_extension(tmp_path: Path) -> N
 
 @pytest.mark.timeout(60)
 def test_several_workers_with_memory_store_warn_to_share_a_store(tmp_path: Path) -> None:
-    port = free_port()
-    command = gunicorn_command("jobs_app:app", port, "-w", "2")
+    command = gunicorn_command("jobs_app:app", "-w", "2")
     with run_process(command, app_env(tmp_path / "jobs.txt"), tmp_path / "g.log") as served:
-        wait_workers_ready(served, 2, BOOT)  # each warned once
+        wait_workers_ready(served, 2, BOOT)  # each warned before it started its runner
 
         served.signal(signal.SIGTERM)
         assert served.wait_exit(timeout=20) == 0
-    assert 'TaskRunner(store="sqlite:///' in served.log_text()
+    advice = 'share one store between them: TaskRunner(store="sqlite:///'
+    assert served.log_text().count(advice) == 2
+
+
+@pytest.mark.timeout(60)
+def test_requests_are_served_while_a_thread_job_does_pillow_work(tmp_path: Path) -> None:
+    out = tmp_path / "jobs.txt"
+    command = gunicorn_command("jobs_app:app", "-w", "1")
+    with run_process(command, app_env(out), tmp_path / "gunicorn.log") as served:
+        url = gunicorn_url(served, BOOT)
+        wait_workers_ready(served, 1, BOOT)
+        _, worker = http_get(url + "/resize?id=r")[1].split()
+        wait_for(lambda: f"started r {worker}" in lines(out), 10, "the job to start")
+
+        answers = [http_get(url + "/ping")[0] for _ in range(20)]
+        # The job runs until told to stop: every answer came while it ran.
+        job_still_running = f"finished r {worker}" not in lines(out)
+        Path(f"{out}.r.release").touch()
+        wait_for(lambda: f"finished r {worker}" in lines(out), 10, "the job to finish")
+        served.signal(signal.SIGTERM)
+        assert served.wait_exit(timeout=20) == 0, served.log_text()
+
+    assert job_still_running
+    assert answers.count(200) == len(answers) > 0
+
+
+@pytest.mark.timeout(60)
+def test_taskrun_hooks_on_gunicorns_gevent_worker_let_a_running_job_finish_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "jobs.txt"
+    config = tmp_path / "gunicorn_conf.py"
+    config.write_text("from taskrun.gunicorn import post_worker_init, worker_exit, worker_int\n")
+    options = ["-c", str(config), "-w", "1", "--graceful-timeout", "10"]
+    command = gunicorn_command("jobs_app:app", *options, worker="gevent")
+    with run_process(command, app_env(out), tmp_path / "gunicorn.log") as served:
+        url = gunicorn_url(served, BOOT)
+        [worker_pid] = wait_workers_ready(served, 1, BOOT)  # post_worker_init started the runner
+        _, worker = http_get(url + "/enqueue?id=h&sleep=2")[1].split()
+        wait_for(lambda: f"started h {worker}" in lines(out), 10, "the job to start")
+
+        served.signal(signal.SIGTERM)
+        code = served.wait_exit(timeout=10)
+
+    assert code == 0, served.log_text()
+    assert f"finished h {worker}" in lines(out), served.log_text()
+    assert not pid_exists(worker_pid)
+    assert "Using worker: gevent" in served.log_text()
 
 
 # -- the recycle budget --------------------------------------------------------

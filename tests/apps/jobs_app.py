@@ -10,6 +10,9 @@ Routes (GET):
 * ``/enqueue?id=ID&sleep=S``: enqueues a job that sleeps S seconds; ``<job id> <pid>``
 * ``/slow?sleep=S``: notes ``request slow <pid>``, sleeps S seconds inside the
   request; ``slept <pid>``
+* ``/resize?id=ID``: enqueues a job on the thread executor that resizes an
+  image with Pillow over and over until the file ``$TASKRUN_TEST_OUT.ID.release``
+  exists (or 20 s have passed); ``<job id> <pid>``
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
+
+from PIL import Image
 
 from taskrun import TaskRunner
 
@@ -44,6 +49,21 @@ def record(name: str, seconds: float) -> str:
     return name
 
 
+@runner.task(executor="thread")
+def resize_until_released(name: str) -> int:
+    """Note the start, resize with Pillow on a thread until told to stop, note the end."""
+    _note(f"started {name}")
+    release = f"{os.environ['TASKRUN_TEST_OUT']}.{name}.release"
+    image = Image.new("RGB", (1200, 900), (90, 160, 30))
+    rounds = 0
+    deadline = time.monotonic() + 20
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        image.resize((640 + rounds % 2, 480), Image.Resampling.LANCZOS)
+        rounds += 1
+    _note(f"finished {name}")
+    return rounds
+
+
 def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     """Answer the routes listed in the module docstring."""
     query = {key: values[0] for key, values in parse_qs(environ.get("QUERY_STRING", "")).items()}
@@ -53,6 +73,9 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
         body = f"pong {pid}"
     elif path == "/enqueue":
         job = record.delay(query["id"], float(query.get("sleep", "0")))
+        body = f"{job.id} {pid}"
+    elif path == "/resize":
+        job = resize_until_released.delay(query["id"])
         body = f"{job.id} {pid}"
     elif path == "/slow":
         _note("request slow")
