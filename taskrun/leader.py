@@ -18,23 +18,29 @@ holder dies (even by ``SIGKILL``), so another worker's next
   closes the inherited descriptor *without* unlocking (at fork, and again by a
   pid check on every call) and opens the file afresh: it leads only once it
   wins a lock of its own, and cannot keep a dead leader's lock alive.
+* The file holds the leader's pid on its first line, then the last slot each
+  periodic task ran (:meth:`LeaderLock.record_slot`), so the next leader,
+  after a crash, a recycle or a restart, knows what its predecessor did.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import logging
+import math
 import os
 import re
 import stat
 import tempfile
 import weakref
+from collections.abc import Iterable
 from pathlib import Path
 
 from taskrun.errors import ConfigError
 
-__all__ = ["LeaderLock", "default_lock_path"]
+__all__ = ["LeaderLock", "app_lock_name", "default_lock_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +49,7 @@ _FIX = (
 )
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _open_locks: weakref.WeakSet[LeaderLock] = weakref.WeakSet()
+_MAX_RECORD = 1 << 16  # bytes of the lock file read for slot records
 _fork_hook_registered = False
 
 
@@ -71,6 +78,19 @@ def default_lock_path(name: str) -> Path:
     return Path(directory or tempfile.gettempdir()) / f"taskrun-{safe}-{os.getuid()}.lock"
 
 
+def app_lock_name(task_names: Iterable[str]) -> str:
+    """Return a lock name for an app known by the names of its periodic tasks.
+
+    Processes with the same periodic tasks get the same name, apps with other
+    tasks another one: e.g. ``shop-1a2b3c4d5e6f`` for ``shop.tasks.warm_cache``
+    (the first dotted part of the first name, then a hash of them all).
+    """
+    names = sorted(set(task_names))
+    digest = hashlib.sha256("\n".join(names).encode("utf-8", "surrogatepass")).hexdigest()
+    prefix = names[0].split(".", 1)[0][:32] if names else "app"
+    return f"{prefix or 'app'}-{digest[:12]}"
+
+
 class LeaderLock:
     """A non-blocking leader election on one local lock file.
 
@@ -89,6 +109,7 @@ class LeaderLock:
         self._fd: int | None = None
         self._owner_pid: int | None = None
         self._is_leader = False
+        self._slots: dict[str, float] = {}  # task name -> last slot run, by any leader
         problem = _path_problem(self.path)
         if problem:
             raise ConfigError(f"{problem}; {_FIX}")
@@ -134,7 +155,8 @@ class LeaderLock:
                 raise ConfigError(f"{msg}; {_FIX}") from exc
             if _same_file(self._fd, self.path):
                 self._is_leader = True
-                self._write_pid(self._fd)
+                self._slots = _read_slots(self._fd)  # what earlier leaders ran
+                self._write_record(self._fd, holder=True)
                 logger.info("pid %d is now the leader for %s", os.getpid(), self.path)
                 return True
             # Locked an inode unlinked after our open(): it guards nothing; reopen.
@@ -154,16 +176,31 @@ class LeaderLock:
             return
         try:
             if was_leader:
-                try:
-                    os.ftruncate(fd, 0)  # holder_pid() then reports no stale pid
-                except OSError as exc:
-                    logger.warning("could not clear leader lock file %s: %s", self.path, exc)
+                self._write_record(fd, holder=False)  # no stale pid; the slots stay
                 # Unlock explicitly: a bare close would not release a description
                 # still shared with a forked child (e.g. between fork and exec).
                 fcntl.flock(fd, fcntl.LOCK_UN)
                 logger.info("pid %d is no longer the leader for %s", os.getpid(), self.path)
         finally:
             os.close(fd)
+
+    def record_slot(self, name: str, slot: float) -> None:
+        """Note in the lock file that periodic task ``name`` ran ``slot`` (POSIX seconds).
+
+        Only the leader writes (else a no-op); a later leader reads it back
+        with :meth:`last_slot`.  Rewrites the small file in place; a write
+        error is logged, never raised.
+        """
+        if self.is_leader and self._fd is not None:
+            self._slots[name] = max(slot, self._slots.get(name, slot))
+            self._write_record(self._fd, holder=True)
+
+    def last_slot(self, name: str) -> float | None:
+        """Return the latest slot of ``name`` that this or an earlier leader recorded.
+
+        Earlier leaders' records are read when this process takes the lead.
+        """
+        return self._slots.get(name)
 
     def holder_pid(self) -> int | None:
         """Return the leader's pid as written in the lock file, best effort.
@@ -183,7 +220,7 @@ class LeaderLock:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             return None  # nobody holds it; os.close drops this probe lock
         except BlockingIOError:
-            text = os.read(fd, 32).decode("ascii", "replace").strip()
+            text = os.read(fd, 32).split(b"\n", 1)[0].decode("ascii", "replace").strip()
             return int(text) if text.isdigit() and int(text) > 0 else None
         except OSError:
             return None
@@ -210,12 +247,17 @@ class LeaderLock:
         _watch_forks(self)
         return fd
 
-    def _write_pid(self, fd: int) -> None:
+    def _write_record(self, fd: int, *, holder: bool) -> None:
+        lines = [str(os.getpid()) if holder else ""]
+        lines += [f"{slot!r} {json.dumps(name)}" for name, slot in self._slots.items()]
+        record = ("\n".join(lines) + "\n").encode()
         try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        except OSError as exc:  # introspection only: leadership stands
-            logger.warning("could not write pid to leader lock file %s: %s", self.path, exc)
+            # Write, then cut: a reader never sees the file empty, and a leader
+            # killed in between leaves a torn tail that _read_slots skips.
+            os.pwrite(fd, record, 0)
+            os.ftruncate(fd, len(record))
+        except OSError as exc:  # leadership stands; a later leader may re-run a slot
+            logger.warning("could not write to leader lock file %s: %s", self.path, exc)
 
     def _close_without_unlock(self) -> None:
         # In a forked child, LOCK_UN would release the lock of the process we
@@ -223,6 +265,24 @@ class LeaderLock:
         fd, self._fd, self._owner_pid, self._is_leader = self._fd, None, None, False
         if fd is not None:
             os.close(fd)
+
+
+def _read_slots(fd: int) -> dict[str, float]:
+    """Parse the slot records after the pid line; skip any line that is not one."""
+    try:
+        text = os.pread(fd, _MAX_RECORD, 0).decode("utf-8", "replace")
+    except OSError:
+        return {}
+    slots: dict[str, float] = {}
+    for line in text.splitlines()[1:]:
+        stamp, _, quoted = line.partition(" ")
+        try:
+            slot, name = float(stamp), json.loads(quoted)
+        except ValueError:
+            continue
+        if isinstance(name, str) and math.isfinite(slot):
+            slots[name] = max(slot, slots.get(name, slot))
+    return slots
 
 
 def _path_problem(path: Path) -> str | None:

@@ -11,10 +11,19 @@ Policies, all pure (time is passed in):
   others are counted as missed.
 * **Overlap.** A slot that comes due while the previous run of the same
   task is still unfinished is skipped and counted (unless ``overlap=True``).
+* **Jitter.** ``every(..., jitter=J)`` delays a slot's run by a fraction of
+  ``J`` derived from a hash of (task name, slot), so every process fires a
+  slot at the same moment: a follower does not give a slot up long before
+  the leader's timer reaches it.
+* **Takeover.** A process that takes the lead runs the slots its
+  predecessor may have missed, those after the last slot known to have
+  run, at most once (coalesced), if within ``misfire_grace``
+  (:meth:`PeriodicEntry.take_over`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -76,6 +85,43 @@ def catch_up(schedule: Schedule, slot: float, now: float, grace: float) -> Catch
     return CatchUp(None, missed + 1, upcoming)
 
 
+def jitter_delay(name: str, slot: float, jitter: float) -> float:
+    """Return how long after ``slot`` the task ``name`` runs, in ``[0, jitter)`` seconds.
+
+    The same in every process and on every call (a hash, not a random draw),
+    and spread evenly over ``[0, jitter)`` from one slot to the next.
+    """
+    if jitter <= 0:
+        return 0.0
+    digest = hashlib.blake2b(f"{name}\0{slot!r}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 * jitter
+
+
+def missed_slots(
+    schedule: Schedule, first: float, armed: float, now: float, grace: float
+) -> CatchUp:
+    """Coalesce the slots from ``first`` up to, not including, ``armed`` into at most one run.
+
+    For a process that has just taken the lead: ``first`` is the first slot
+    no process is known to have run, ``armed`` the slot its own timer waits
+    for (or fires now), which runs on its own.  As in :func:`catch_up`, the
+    walk stops after :data:`MAX_CATCH_UP_STEPS` slots (too old to run).
+
+    :returns: the latest such slot to run if within ``grace`` of ``now``
+        (else ``None``), how many are dropped, and ``armed``.
+    """
+    if first >= armed:
+        return CatchUp(None, 0, armed)
+    latest, missed = first, 0
+    upcoming = next_slot(schedule, first)
+    while upcoming < armed and missed < MAX_CATCH_UP_STEPS:
+        latest, missed = upcoming, missed + 1
+        upcoming = next_slot(schedule, upcoming)
+    if now - latest <= grace:
+        return CatchUp(latest, missed, armed)
+    return CatchUp(None, missed + 1, armed)
+
+
 @dataclass(frozen=True, slots=True)
 class PeriodicInfo:
     """A snapshot of one periodic job, for monitoring (``runner.periodic_jobs()``)."""
@@ -99,17 +145,26 @@ class PeriodicEntry:
     :param schedule: when.
     :param overlap: allow a run while the previous one is unfinished.
     :param misfire_grace: how late (seconds) a slot may still run.
+    :param pass_slot: call the task with its slot, an aware UTC datetime.
     """
 
     def __init__(
-        self, task: Task[..., Any], schedule: Schedule, overlap: bool, misfire_grace: float
+        self,
+        task: Task[..., Any],
+        schedule: Schedule,
+        overlap: bool,
+        misfire_grace: float,
+        pass_slot: bool = False,
     ) -> None:
         self.task = task
         self.schedule = schedule
         self.overlap = overlap
         self.misfire_grace = misfire_grace
+        self.pass_slot = pass_slot
         self.slot = 0.0  # the nominal time of the next run
         self.due = 0.0  # when the timer fires: slot plus any jitter
+        #: The latest slot that came due while this process was a follower.
+        self.last_seen_slot: float | None = None
         self.last_job: Job[Any] | None = None
         self.last_run: float | None = None
         self.runs = 0
@@ -119,6 +174,37 @@ class PeriodicEntry:
 
     def __lt__(self, other: Any) -> bool:
         return self.due < other.due  # type: ignore[no-any-return]
+
+    def take_over(self, last_run: float | None, now: float) -> CatchUp | None:
+        """Return the run a process that just took the lead owes this task at once, if any.
+
+        The slots that may have been missed are those after ``last_run`` or,
+        with no record of any run, from the last one this process saw come
+        due as a follower, up to the slot its timer is armed for.  If that
+        slot is due already (it fires now, or waits out its jitter), its run
+        covers them: :attr:`slot` moves back so that :func:`catch_up`
+        coalesces them, and this returns ``None``.  Else :func:`missed_slots`
+        says which one runs now.
+
+        :param last_run: the latest slot any process is known to have run
+            (the leader lock file, a durable store), or ``None``.
+        """
+        if last_run is not None:
+            first = first_slot(self.schedule, last_run)
+        elif self.last_seen_slot is not None:
+            first = self.last_seen_slot
+        else:
+            return None
+        if first >= self.slot:
+            return None
+        if self.slot <= now:
+            self.slot = first
+            return None
+        return missed_slots(self.schedule, first, self.slot, now, self.misfire_grace)
+
+    def job_args(self, slot: float) -> tuple[Any, ...]:
+        """Return the arguments of the run of ``slot``: the slot itself if ``pass_slot``."""
+        return (_at(slot),) if self.pass_slot else ()
 
     def is_busy(self) -> bool:
         """Return whether the previous run has not finished yet."""

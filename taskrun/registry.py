@@ -9,17 +9,32 @@ and the runner hands the periodic entries to its timer at ``start()``.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar, overload
+from datetime import datetime, timedelta
+from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from taskrun.errors import ConfigError
-from taskrun.options import Executor, TaskOptions
+from taskrun.options import Executor, TaskOptions, seconds
 from taskrun.periodic import PeriodicEntry
 from taskrun.schedules import Schedule
 from taskrun.tasks import Submitter, Task
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class PeriodicDecorator(Protocol):
+    """What ``@runner.periodic(...)`` returns: a decorator of a function of no argument.
+
+    With ``pass_slot=True``, the function takes one: the slot it runs for.
+    """
+
+    @overload
+    def __call__(self, func: Callable[[], R], /) -> Task[[], R]: ...
+
+    @overload
+    def __call__(self, func: Callable[[datetime], R], /) -> Task[[datetime], R]: ...
 
 
 class TaskRegistry(Submitter):
@@ -49,11 +64,11 @@ class TaskRegistry(Submitter):
         *,
         name: str | None = None,
         retries: int = 0,
-        retry_delay: float = 1.0,
+        retry_delay: float | timedelta = 1.0,
         retry_backoff: float = 2.0,
         retry_jitter: bool = True,
         retry_on: tuple[type[BaseException], ...] = (Exception,),
-        timeout: float | None = None,
+        timeout: float | timedelta | None = None,
         executor: Executor = "greenlet",
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
@@ -64,11 +79,11 @@ class TaskRegistry(Submitter):
         *,
         name: str | None = None,
         retries: int = 0,
-        retry_delay: float = 1.0,
+        retry_delay: float | timedelta = 1.0,
         retry_backoff: float = 2.0,
         retry_jitter: bool = True,
         retry_on: tuple[type[BaseException], ...] = (Exception,),
-        timeout: float | None = None,
+        timeout: float | timedelta | None = None,
         executor: Executor = "greenlet",
     ) -> Any:
         """Register a function as a task; use bare (``@runner.task``) or with options.
@@ -81,11 +96,11 @@ class TaskRegistry(Submitter):
         """
         task_options = TaskOptions(
             retries=retries,
-            retry_delay=retry_delay,
+            retry_delay=seconds("retry_delay", retry_delay),
             retry_backoff=retry_backoff,
             retry_jitter=retry_jitter,
             retry_on=retry_on,
-            timeout=timeout,
+            timeout=None if timeout is None else seconds("timeout", timeout, positive=True),
             executor=executor,
         )
 
@@ -110,13 +125,14 @@ class TaskRegistry(Submitter):
         *,
         name: str | None = None,
         overlap: bool = False,
-        misfire_grace: float = 60.0,
+        misfire_grace: float | timedelta = 60.0,
         retries: int = 0,
-        retry_delay: float = 1.0,
+        retry_delay: float | timedelta = 1.0,
         retry_backoff: float = 2.0,
-        timeout: float | None = None,
+        timeout: float | timedelta | None = None,
         executor: Executor = "greenlet",
-    ) -> Callable[[Callable[[], R]], Task[[], R]]:
+        pass_slot: bool = False,
+    ) -> PeriodicDecorator:
         """Register a task that runs on ``schedule`` (a ``crontab`` or ``every``).
 
         The returned :class:`Task` can still be called or ``delay()``-ed by hand.
@@ -126,22 +142,30 @@ class TaskRegistry(Submitter):
 
         :param overlap: run even while the previous run is unfinished
             (default: skip that slot and count it).
-        :param misfire_grace: how late (seconds) a slot may still run when the
+        :param misfire_grace: how late (seconds or a ``timedelta``) a slot may still run when the
             timer wakes late; missed slots are coalesced into one run.
-        :raises ConfigError: for a bad option, schedule or duplicate name.
+        :param pass_slot: call the function with the slot it runs for, an aware
+            UTC datetime (the scheduled time, not when the run started: a
+            report "for 02:00" stays so when it runs late, as a catch-up or on
+            another process after a takeover).
+        :raises ConfigError: for a bad option, schedule or duplicate name, or
+            a function that cannot be called with no argument (with its slot,
+            given ``pass_slot=True``).
 
         Example::
 
             @runner.periodic(crontab("*/15 * * * *", tz="Europe/Berlin"))
             def warm_cache() -> None: ...
+
+            @runner.periodic(crontab("0 2 * * *"), pass_slot=True)
+            def nightly_report(slot: datetime) -> None: ...
         """
         if not callable(getattr(schedule, "next_after", None)):
             raise ConfigError(
                 f"@runner.periodic needs a schedule, got {schedule!r}; "
                 'use crontab("*/15 * * * *") or every(minutes=5)'
             )
-        if not isinstance(misfire_grace, int | float) or misfire_grace < 0:
-            raise ConfigError(f"misfire_grace must be seconds >= 0, got {misfire_grace!r}")
+        grace = seconds("misfire_grace", misfire_grace)
         register = self.task(
             name=name,
             retries=retries,
@@ -151,9 +175,30 @@ class TaskRegistry(Submitter):
             executor=executor,
         )
 
-        def add(func: Callable[[], R]) -> Task[[], R]:
-            task: Task[[], R] = register(func)
-            self._periodic.append(PeriodicEntry(task, schedule, overlap, misfire_grace))
+        def add(func: Callable[..., Any]) -> Task[..., Any]:
+            _check_periodic_function(func, pass_slot)
+            task: Task[..., Any] = register(func)
+            self._periodic.append(PeriodicEntry(task, schedule, overlap, grace, pass_slot))
             return task
 
         return add
+
+
+def _check_periodic_function(func: Callable[..., Any], pass_slot: bool) -> None:
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return  # no signature to check (a builtin): a wrong one fails at its first run
+    try:
+        signature.bind(*([None] if pass_slot else []))
+    except TypeError as exc:
+        wanted = "one argument, its slot" if pass_slot else "no argument"
+        hint = (
+            "give it one parameter, e.g. def report(slot: datetime)"
+            if pass_slot
+            else "give its parameters defaults, or pass pass_slot=True to receive the slot"
+        )
+        what = getattr(func, "__qualname__", func)
+        raise ConfigError(
+            f"periodic task {what!r} cannot be called with {wanted} ({exc}); {hint}"
+        ) from None

@@ -24,6 +24,7 @@ import logging
 import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
@@ -31,8 +32,9 @@ from taskrun.checks import warn_about_patching
 from taskrun.clock import Clock, SystemClock
 from taskrun.dispatcher import Dispatcher
 from taskrun.errors import RunnerNotRunning
-from taskrun.jobs import Job
-from taskrun.leader import LeaderLock, default_lock_path
+from taskrun.jobs import Job, JobState
+from taskrun.leader import LeaderLock, app_lock_name, default_lock_path
+from taskrun.options import seconds
 from taskrun.periodic import PeriodicInfo
 from taskrun.registry import TaskRegistry
 from taskrun.routing import JobRouter
@@ -56,18 +58,23 @@ class TaskRunner(TaskRegistry):
     :param max_pending: the most jobs waiting for a free slot; past it
         ``delay`` raises :class:`~taskrun.errors.QueueFull`.
     :param max_scheduled: the most jobs waiting for their eta or a retry.
-    :param result_ttl: seconds a finished job's result stays retrievable.
+    :param result_ttl: seconds (or a ``timedelta``) a finished job's result stays retrievable.
     :param max_results: the most finished jobs kept (oldest out first).
     :param threads: threads for ``executor="thread"`` tasks (default: CPU count).
     :param eager: run every job inline at ``delay()`` (for tests of your app);
         needs no :meth:`start`, and keeps the jobs in memory, whatever the store.
     :param clock: the time source; pass a :class:`~taskrun.clock.ManualClock` in tests.
     :param name: the app's name; worker processes with the same name share
-        one leader lock, so each periodic slot runs in one of them.
-    :param lock_path: the leader lock file (default: derived from ``name``
-        in the user's runtime or temp directory); it must be on a local
-        filesystem.  ``None`` disables leader election: every process then
-        runs the periodic jobs.
+        one leader lock, so each periodic slot runs in one of them.  Default:
+        derived at :meth:`start` from the names of the periodic tasks (which
+        include their modules, e.g. ``shop.tasks.warm_cache``), so processes
+        of one app share a lock and other apps of the same user do not.  Give
+        a name when the periodic tasks change between deploys, so that old
+        and new workers still share one leader during a rolling restart.
+    :param lock_path: the leader lock file (default:
+        ``taskrun-<name>-<uid>.lock`` in the user's runtime or temp
+        directory); it must be on a local filesystem.  ``None`` disables
+        leader election: every process then runs the periodic jobs.
     :param store: where jobs are kept: ``None`` or ``"memory"`` (this
         process only), or a shared SQLite file, ``"sqlite:///var/lib/app/taskrun.db"``
         or a plain path, so that jobs survive crashes and deploys and every
@@ -83,12 +90,12 @@ class TaskRunner(TaskRegistry):
         concurrency: int = 100,
         max_pending: int = 10_000,
         max_scheduled: int = 100_000,
-        result_ttl: float = 3600,
+        result_ttl: float | timedelta = 3600,
         max_results: int = 100_000,
         threads: int | None = None,
         eager: bool = False,
         clock: Clock | None = None,
-        name: str = "taskrun",
+        name: str | None = None,
         lock_path: str | os.PathLike[str] | None | Default = DEFAULT,
         store: str | os.PathLike[str] | ResultStore | None = None,
     ) -> None:
@@ -97,7 +104,7 @@ class TaskRunner(TaskRegistry):
             concurrency=concurrency,
             max_pending=max_pending,
             max_scheduled=max_scheduled,
-            result_ttl=result_ttl,
+            result_ttl=seconds("result_ttl", result_ttl),
             max_results=max_results,
             threads=threads,
             eager=eager,
@@ -116,8 +123,11 @@ class TaskRunner(TaskRegistry):
         )
         self._scheduler = Scheduler(self.clock, self._dispatcher, job_store, self)
         self._router = JobRouter(self._dispatcher, self._scheduler, self.clock, settings, job_store)
-        # Only a path is resolved here: the lock is opened in start(), after fork.
-        self._lock_path = default_lock_path(name) if isinstance(lock_path, Default) else lock_path
+        # The default path is resolved in start(), once the periodic tasks are
+        # declared, and the lock is opened there, after fork.  A bad name fails here.
+        if name is not None and isinstance(lock_path, Default):
+            default_lock_path(name)
+        self._lock_path = lock_path
         self._leader: LeaderLock | None = None
         self._accepting = False
         self._stopped = False
@@ -225,20 +235,33 @@ class TaskRunner(TaskRegistry):
         self._dispatcher.open()
         if not self.eager:
             if self._lock_path is not None and self._periodic and self._leader is None:
-                self._leader = LeaderLock(self._lock_path)
+                self._leader = LeaderLock(self._leader_lock_path(self._lock_path))
             self._scheduler.start(self._periodic, self._leader)
         self._accepting = True
         logger.info("taskrun started: concurrency=%d", self._dispatcher.concurrency)
         return self
 
-    def stop(self, timeout: float | None = 30.0) -> None:
+    def _leader_lock_path(self, path: str | os.PathLike[str] | Default) -> str | os.PathLike[str]:
+        if not isinstance(path, Default):
+            return path
+        name = self.name or app_lock_name(entry.task.name for entry in self._periodic)
+        return default_lock_path(name)
+
+    def stop(self, timeout: float | timedelta | None = 30.0) -> None:
         """Stop in order: timer, admission, drain running jobs, kill what is left.
 
-        Blocks the calling greenlet up to about ``timeout`` seconds while
-        running and waiting jobs finish; jobs still running then are killed
-        and, like scheduled jobs that never came due, marked CANCELLED (or
-        handed back to a durable store) and logged.  Idempotent.
+        Blocks the calling greenlet up to about ``timeout`` seconds (or a
+        ``timedelta``) while running and waiting jobs finish; jobs still
+        running then are killed and, like due jobs still waiting for a free
+        worker and scheduled jobs that never came due, marked CANCELLED (or
+        handed back to a durable store) and logged.  A thread cannot be
+        killed: a job whose body still runs in a thread is marked CANCELLED,
+        never handed back (another process could then run it alongside),
+        and its thread runs on; ``stop()`` does not wait for it.  Idempotent.
+
+        :raises ConfigError: for a negative or non-numeric ``timeout``.
         """
+        timeout = None if timeout is None else seconds("timeout", timeout)
         if not self._accepting:
             return
         self._accepting = False
@@ -247,15 +270,24 @@ class TaskRunner(TaskRegistry):
         self._dispatcher.close()
         unfinished = self._dispatcher.drain(timeout)
         left = unfinished + unrun
-        handed_back = self._router.settle(left)
+        # Due jobs still waiting for a free worker are PENDING, the others not yet due.
+        overdue = sum(job.state is JobState.PENDING for job in unrun)
+        settled = self._router.settle(left)
         if left:
             logger.warning(
-                "taskrun stopped with %d job(s) unfinished after %s s and %d scheduled job(s) "
-                "not yet due; they were %s: %s",
+                "taskrun stopped with %d job(s) unfinished after %s s, %d due job(s) still "
+                "waiting for a free worker and %d scheduled job(s) not yet due; %d handed back "
+                "to the store, %d cancelled%s: %s",
                 len(unfinished),
                 timeout,
-                len(unrun),
-                "handed back to the store" if handed_back else "cancelled",
+                overdue,
+                len(unrun) - overdue,
+                settled.handed_back,
+                settled.cancelled,
+                f" ({settled.in_threads} still running in a thread, which runs on: cancelled, "
+                "not handed back, so that no other process runs them meanwhile)"
+                if settled.in_threads
+                else "",
                 ", ".join(f"{job.id} ({job.name})" for job in left[:20]),
             )
         self.store.close()

@@ -277,8 +277,10 @@ class IntervalSchedule:
     """Fire every ``interval``; build it with :func:`every`.
 
     :param interval: a positive duration.
-    :param jitter: up to this many extra seconds, random per run, applied by the
-        scheduler through :meth:`jittered`; ``0 <= jitter < interval``.
+    :param jitter: up to this many extra seconds per run; ``0 <= jitter < interval``.
+        The scheduler derives each run's delay from the task name and the slot
+        (:func:`taskrun.periodic.jitter_delay`), so every process agrees on it;
+        :meth:`jittered` draws one at random instead.
     :raises InvalidSchedule: if either value is out of range.
     """
 
@@ -342,8 +344,9 @@ def every(
     Example: ``every(minutes=5, jitter=10)``, ``every(timedelta(hours=1))``, ``every(30)``.
 
     :param interval: a timedelta or seconds; or give the keyword parts instead.
-    :param jitter: up to this many seconds of random delay per run (see
-        :meth:`IntervalSchedule.jittered`); must be smaller than the interval.
+    :param jitter: delay each run by up to this many seconds, spread over the
+        runs and the same in every process of the app (derived from the task
+        name and the slot); must be smaller than the interval.
     :returns: a validated, immutable :class:`IntervalSchedule`.
     :raises InvalidSchedule: if the interval is not positive, both forms are
         given, or jitter is negative or not smaller than the interval.

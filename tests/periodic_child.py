@@ -1,8 +1,10 @@
-"""A process that runs one periodic job every second, sharing a leader lock.
+"""A process that runs one periodic job, sharing a leader lock with its siblings.
 
-Usage: python tests/periodic_child.py LOCK_PATH OUT_FILE
-Each run appends "<pid> <slot>" to OUT_FILE, the slot being the whole second
-it was scheduled for.  Exits by itself after 30 s.
+Usage: python tests/periodic_child.py LOCK_PATH OUT_FILE [SECONDS [STORE]]
+The job runs every SECONDS (default 1), with jobs kept in STORE (a SQLite
+file; default: memory).  Each run appends "<pid> <slot>" to
+OUT_FILE, the slot being the POSIX second the run is for (passed to the job
+by ``pass_slot=True``), not when it ran.  Exits by itself after 30 s.
 """
 
 from __future__ import annotations
@@ -11,10 +13,9 @@ from gevent import monkey
 
 monkey.patch_all()
 
-import math  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
+from datetime import datetime  # noqa: E402
 
 import gevent  # noqa: E402
 
@@ -24,13 +25,14 @@ from taskrun.schedules import every  # noqa: E402
 
 def main() -> None:
     lock_path, out_path = sys.argv[1], sys.argv[2]
-    runner = TaskRunner(name="periodic-child", lock_path=lock_path)
+    interval = float(sys.argv[3]) if len(sys.argv) > 3 else 1.0
+    store = sys.argv[4] if len(sys.argv) > 4 else None
+    runner = TaskRunner(name="periodic-child", lock_path=lock_path, store=store)
 
-    @runner.periodic(every(seconds=1))
-    def tick() -> None:
-        slot = math.floor(time.time())
+    @runner.periodic(every(seconds=interval), pass_slot=True)
+    def tick(slot: datetime) -> None:
         with open(out_path, "a") as out:
-            out.write(f"{os.getpid()} {slot}\n")
+            out.write(f"{os.getpid()} {round(slot.timestamp())}\n")
 
     runner.start()
     gevent.sleep(30)

@@ -17,7 +17,7 @@ from typing import TypeVar
 import pytest
 
 from taskrun.errors import ConfigError
-from taskrun.leader import LeaderLock, default_lock_path
+from taskrun.leader import LeaderLock, app_lock_name, default_lock_path
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -266,6 +266,49 @@ def test_default_lock_path_sanitises_names_and_keeps_them_distinct(
 def test_default_lock_path_rejects_a_blank_name(name: str) -> None:
     with pytest.raises(ConfigError, match=r"lock name must be a non-empty string, got '\s*'"):
         default_lock_path(name)
+
+
+def test_app_lock_name_depends_on_the_set_of_periodic_tasks_only() -> None:
+    shop = app_lock_name(["shop.tasks.warm_cache", "shop.tasks.report"])
+
+    assert shop == app_lock_name(["shop.tasks.report", "shop.tasks.warm_cache"])
+    assert shop.startswith("shop-")
+    assert shop != app_lock_name(["shop.tasks.warm_cache"])
+    assert app_lock_name(["blog.tasks.digest"]).startswith("blog-")
+
+
+def test_the_lock_file_hands_the_last_slot_of_each_task_to_the_next_leader(
+    tmp_path: Path,
+) -> None:
+    odd = 'a "task"\nwith a newline'
+    first, second = LeaderLock(tmp_path / "app.lock"), LeaderLock(tmp_path / "app.lock")
+    assert first.try_acquire()
+    first.record_slot("shop.tick", 1_800_000_060.0)
+    first.record_slot("shop.tick", 1_800_000_000.0)  # an older slot never replaces a newer
+    first.record_slot(odd, 1_800_000_120.5)
+    second.record_slot("shop.tick", 1.0)  # not the leader: ignored
+    assert not second.try_acquire()
+    assert first.holder_pid() == os.getpid()
+    first.release()
+
+    assert second.try_acquire()
+    assert second.last_slot("shop.tick") == 1_800_000_060.0
+    assert second.last_slot(odd) == 1_800_000_120.5
+    assert second.last_slot("shop.other") is None
+    second.release()
+
+
+def test_a_torn_lock_file_yields_the_slots_it_can_read(tmp_path: Path) -> None:
+    path = tmp_path / "app.lock"
+    # A leader killed between writing a shorter record and cutting the file leaves a tail.
+    path.write_text('123\n1800000060.0 "shop.tick"\n60.0 "shop.tick"\nrbage\n0.0 "sh\n')
+    path.chmod(0o600)
+    lock = LeaderLock(path)
+
+    assert lock.try_acquire()
+    assert lock.last_slot("shop.tick") == 1_800_000_060.0
+    assert lock.last_slot("sh") is None
+    lock.release()
 
 
 def test_missing_directory_is_a_config_error_naming_path_and_fix(tmp_path: Path) -> None:

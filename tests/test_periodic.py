@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -16,7 +17,8 @@ import pytest
 from gevent.event import Event
 
 from taskrun import ConfigError, JobState, ManualClock, TaskRunner
-from taskrun.periodic import catch_up, first_slot, next_slot
+from taskrun.periodic import catch_up, first_slot, jitter_delay, missed_slots, next_slot
+from taskrun.scheduler import LEADER_RETRY
 from taskrun.schedules import crontab, every
 
 START = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -75,6 +77,39 @@ def test_catch_up_coalesces_missed_slots_into_one_run(
     assert plan.missed == missed
     assert plan.next_slot > slot + late_by
     assert plan.next_slot == next_slot(schedule, plan.next_slot - 60)
+
+
+def test_jitter_is_derived_from_task_and_slot_the_same_in_every_process() -> None:
+    slot = START.timestamp()
+    code = "from taskrun.periodic import jitter_delay; print(repr(jitter_delay('tick', %r, 20)))"
+    other = subprocess.run(
+        [sys.executable, "-c", code % slot], capture_output=True, text=True, timeout=30, check=True
+    )
+    delays = {jitter_delay("tick", slot + 60 * k, 20) for k in range(200)}
+
+    assert float(other.stdout) == jitter_delay("tick", slot, 20)  # another interpreter agrees
+    assert all(0 <= delay < 20 for delay in delays)
+    assert len(delays) == 200 and min(delays) < 2 and max(delays) > 18  # spread, per slot
+    assert jitter_delay("poll", slot, 20) != jitter_delay("tick", slot, 20)
+    assert jitter_delay("tick", slot, 0) == 0
+
+
+@pytest.mark.parametrize(
+    ("first", "armed", "now", "grace", "run", "missed"),
+    [
+        (120, 180, 150, 60, 120, 0),  # the one slot before the armed one: run it
+        (60, 180, 150, 60, 120, 1),  # two: run the latest, count the other
+        (180, 180, 150, 60, None, 0),  # nothing before the armed slot
+        (60, 180, 170, 30, None, 2),  # the latest is too old
+    ],
+)
+def test_a_new_leader_coalesces_the_slots_it_may_have_missed(
+    first: float, armed: float, now: float, grace: float, run: float | None, missed: int
+) -> None:
+    base = START.timestamp()
+    plan = missed_slots(every(minutes=1), base + first, base + armed, base + now, grace)
+    assert plan.run_slot == (None if run is None else base + run)
+    assert plan.missed == missed
 
 
 # -- with a manual clock -----------------------------------------------------------
@@ -213,6 +248,44 @@ def test_jitter_delays_each_run_within_bounds(manual: ManualClock) -> None:
     assert all(slot <= at <= slot + 20 for slot, at in zip(slots, seen, strict=True))
 
 
+def test_pass_slot_gives_the_task_its_slot_not_the_time_it_runs(manual: ManualClock) -> None:
+    runner = make_runner(manual)
+    seen: list[tuple[datetime, datetime]] = []
+
+    @runner.periodic(every(minutes=1, jitter=20), misfire_grace=120, pass_slot=True)
+    def report(slot: datetime) -> None:
+        seen.append((slot, manual.now()))
+
+    with runner:
+        manual.advance(timedelta(minutes=3, seconds=50))  # late: three slots coalesced
+        settle()
+    assert seen == [(START + timedelta(minutes=3), START + timedelta(minutes=3, seconds=50))]
+    assert seen[0][0].tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    ("pass_slot", "message"),
+    [
+        (False, r"cannot be called with no argument .*or pass pass_slot=True"),
+        (True, r"cannot be called with one argument, its slot .*def report\(slot: datetime\)"),
+    ],
+)
+def test_a_periodic_function_with_the_wrong_parameters_is_refused(
+    pass_slot: bool, message: str
+) -> None:
+    runner = TaskRunner(lock_path=None)
+
+    def takes_one(slot: datetime) -> None: ...
+
+    def takes_none() -> None: ...
+
+    with pytest.raises(ConfigError, match=message):
+        runner.periodic(every(minutes=1), pass_slot=pass_slot)(
+            takes_none if pass_slot else takes_one
+        )
+    assert runner.tasks == {}
+
+
 def test_periodic_jobs_reports_schedule_and_leadership(manual: ManualClock) -> None:
     runner = make_runner(manual)
 
@@ -268,6 +341,159 @@ def test_only_the_lock_holder_runs_periodic_jobs(tmp_path: Path, manual: ManualC
     assert runs == ["first", "second"]
 
 
+def jittered_runner(
+    clock: ManualClock, lock: Path, label: str, seen: list[object], grace: float = 60
+) -> TaskRunner:
+    runner = TaskRunner(clock=clock, lock_path=lock)
+
+    @runner.periodic(every(minutes=1, jitter=20), name="tick", misfire_grace=grace, pass_slot=True)
+    def tick(slot: datetime) -> None:
+        seen.append((label, slot))
+
+    return runner
+
+
+def test_a_slot_a_follower_gave_up_runs_once_when_the_leader_dies_before_running_it(
+    tmp_path: Path,
+) -> None:
+    # Each process has its own clock: the leader's loop runs late (its clock lags).
+    leader_clock, follower_clock = ManualClock(START), ManualClock(START)
+    seen: list[object] = []
+    leader = jittered_runner(leader_clock, tmp_path / "app.lock", "leader", seen).start()
+    follower = jittered_runner(follower_clock, tmp_path / "app.lock", "follower", seen).start()
+    try:
+        for clock in (leader_clock, follower_clock):
+            clock.advance(80)  # past slot +1 min and its jitter
+        settle()
+        follower_clock.advance(60)  # the follower sees slot +2 come due, the leader alive
+        settle()
+        leader.stop(timeout=1)  # the leader dies before its timer reached slot +2
+        follower_clock.advance(LEADER_RETRY)  # the follower's next try takes the lock
+        settle()
+        follower_clock.advance(60)
+        settle()
+    finally:
+        leader.stop(timeout=1)
+        follower.stop(timeout=1)
+    minute = timedelta(minutes=1)
+    assert seen == [
+        ("leader", START + minute),
+        ("follower", START + 2 * minute),
+        ("follower", START + 3 * minute),
+    ]
+
+
+def test_a_new_leader_whose_own_slot_is_due_coalesces_the_missed_one_into_it(
+    tmp_path: Path,
+) -> None:
+    leader_clock, follower_clock = ManualClock(START), ManualClock(START)
+    seen: list[object] = []
+    lock = tmp_path / "app.lock"
+    leader = jittered_runner(leader_clock, lock, "leader", seen, grace=120).start()
+    follower = jittered_runner(follower_clock, lock, "follower", seen, grace=120).start()
+    try:
+        for clock in (leader_clock, follower_clock):
+            clock.advance(80)
+        settle()
+        follower_clock.advance(60)  # the follower gives slot +2 min up: the leader is alive
+        settle()
+        leader.stop(timeout=1)  # and dies before running it
+        follower_clock.advance(60)  # the follower's loop wakes late: slot +3 is due too
+        settle()
+        (info,) = follower.periodic_jobs()
+    finally:
+        leader.stop(timeout=1)
+        follower.stop(timeout=1)
+    minute = timedelta(minutes=1)
+    assert seen == [("leader", START + minute), ("follower", START + 3 * minute)]
+    assert info.missed == 1  # slot +2: coalesced, never a burst
+
+
+def test_a_new_leader_does_not_run_again_the_slot_its_predecessor_ran(
+    tmp_path: Path, manual: ManualClock
+) -> None:
+    seen: list[object] = []
+    first = jittered_runner(manual, tmp_path / "app.lock", "first", seen).start()
+    second = jittered_runner(manual, tmp_path / "app.lock", "second", seen).start()
+    try:
+        manual.advance(80)  # both timers fire slot +1 min at the same moment; the leader runs it
+        settle()
+        first.stop(timeout=1)  # a graceful recycle right after the run (or a crash)
+        manual.advance(LEADER_RETRY)  # the second takes the lock, knowing slot +1 ran
+        settle()
+        manual.advance(60)
+        settle()
+    finally:
+        first.stop(timeout=1)
+        second.stop(timeout=1)
+    minute = timedelta(minutes=1)
+    assert seen == [("first", START + minute), ("second", START + 2 * minute)]
+
+
+@pytest.mark.parametrize(("grace", "catch_up_runs"), [(60, 1), (10, 0)])
+def test_a_restarted_app_runs_the_slot_missed_while_down_once_thanks_to_its_lock_file(
+    tmp_path: Path, manual: ManualClock, grace: float, catch_up_runs: int
+) -> None:
+    seen: list[datetime] = []
+
+    def new_runner() -> TaskRunner:
+        runner = TaskRunner(clock=manual, lock_path=tmp_path / "app.lock")
+
+        @runner.periodic(every(minutes=1), name="tick", misfire_grace=grace, pass_slot=True)
+        def tick(slot: datetime) -> None:
+            seen.append(slot)
+
+        return runner
+
+    with new_runner():
+        manual.advance(60)
+        settle()
+    manual.advance(5 * 60 + 30)  # down for slots +2 .. +6 minutes; now 30 s past the last
+    with new_runner() as second:
+        settle()
+        (info,) = second.periodic_jobs()
+
+    assert seen == [START + timedelta(minutes=m) for m in (1, 6)[: 1 + catch_up_runs]]
+    assert info.missed == 5 - catch_up_runs
+
+
+def test_apps_with_other_periodic_tasks_get_their_own_default_lock(
+    tmp_path: Path, manual: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    runs: list[str] = []
+
+    def app(task_name: str, label: str, **options: object) -> TaskRunner:
+        runner = TaskRunner(clock=manual, **options)  # type: ignore[arg-type]
+
+        @runner.periodic(every(minutes=1), name=task_name)
+        def tick() -> None:
+            runs.append(label)
+
+        return runner
+
+    runners = [
+        app("shop.tasks.warm_cache", "shop"),
+        app("blog.tasks.digest", "blog"),
+        app("shop.tasks.warm_cache", "shop, another worker"),
+        app("wiki.tasks.index", "wiki", name="blog"),  # an explicit name= overrides
+    ]
+    try:
+        for runner in runners:
+            runner.start()
+        manual.advance(60)
+        settle()
+        leads = [info.is_leader for runner in runners for info in runner.periodic_jobs()]
+    finally:
+        for runner in runners:
+            runner.stop(timeout=1)
+    assert leads == [True, True, False, True]
+    assert sorted(runs) == ["blog", "shop", "wiki"]
+    locks = sorted(path.name for path in tmp_path.glob("taskrun-*.lock"))
+    assert f"taskrun-blog-{os.getuid()}.lock" in locks, locks  # the explicit name
+    assert [lock.split("-")[1] for lock in locks] == ["blog", "blog", "shop"], locks
+
+
 # -- real processes sharing a lock file ----------------------------------------------
 
 
@@ -318,6 +544,57 @@ def test_leader_killed_another_process_takes_over_and_each_slot_runs_once(
     never = sorted(set(range(first, last + 1)) - set(slots))
     assert never == [], f"slots never run: {never} (runs: {runs})"
     assert len({pid for pid, _ in runs}) >= 2
+
+
+#: Seconds between slots when a test kills leaders: more than LEADER_RETRY plus
+#: the margins below, so that a new leader takes over before the next slot.
+SLOW_SLOTS = 3
+
+
+def sleep_until(stamp: float) -> None:
+    time.sleep(max(0.0, stamp - time.time()))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_leaders_killed_just_after_a_run_or_while_a_slot_is_due_leave_no_gap_and_no_repeat(
+    tmp_path: Path, store: str
+) -> None:
+    lock, out = tmp_path / "shop.lock", tmp_path / "runs.txt"
+    command = [sys.executable, str(CHILD), str(lock), str(out), str(SLOW_SLOTS)]
+    if store == "sqlite":
+        command.append(str(tmp_path / "taskrun.db"))
+        with TaskRunner(lock_path=None, store=tmp_path / "taskrun.db"):
+            pass  # create the file first: three first opens at once may find it locked
+    children = [subprocess.Popen(command) for _ in range(3)]
+    try:
+        wait_for(lambda: read_runs(out), 15, "a first periodic run")
+        # 1. Killed right after a run: the next leader must not run that slot again.
+        first_leader = read_runs(out)[-1][0]
+        os.kill(first_leader, signal.SIGKILL)
+        wait_for(
+            lambda: any(pid != first_leader for pid, _ in read_runs(out)), 10, "a second leader"
+        )
+        # 2. Frozen across a slot, then killed: the followers saw the slot come due
+        # with the leader alive and let it be; the next leader must run it.
+        second_leader = read_runs(out)[-1][0]
+        due = (math.floor(time.time() / SLOW_SLOTS) + 1) * SLOW_SLOTS
+        due += SLOW_SLOTS if due - time.time() < 0.6 else 0
+        sleep_until(due - 0.3)
+        os.kill(second_leader, signal.SIGSTOP)
+        sleep_until(due + 0.4)
+        os.kill(second_leader, signal.SIGKILL)
+        wait_for(lambda: read_runs(out)[-1][1] > due, 10, "runs after the frozen slot")
+    finally:
+        for child in children:
+            child.kill()
+            child.wait(timeout=10)
+    runs = read_runs(out)
+    slots = Counter(slot for _, slot in runs)
+    assert [slot for slot, count in slots.items() if count > 1] == [], runs
+    assert sorted(slots) == list(range(min(slots), max(slots) + 1, SLOW_SLOTS)), runs
+    ran_due = [pid for pid, slot in runs if slot == due]
+    assert len(ran_due) == 1 and ran_due[0] != second_leader, runs
 
 
 @pytest.mark.parametrize(("grace", "catch_up_runs"), [(120, 1), (10, 0)])

@@ -6,8 +6,10 @@ real children (``tests/store_child.py``, gunicorn) killed by pid at the end.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
+import signal
 import socket
 import sqlite3
 import stat
@@ -22,16 +24,17 @@ from typing import Any
 
 import gevent
 import pytest
+from gevent import monkey
 from gevent.event import Event
 from serving_helpers import (
     app_env,
-    free_port,
     gunicorn_command,
+    gunicorn_url,
     http_get,
     lines,
     run_process,
-    try_get,
     wait_for,
+    wait_workers_ready,
     worker_pids,
 )
 
@@ -239,6 +242,36 @@ def test_stop_hands_unfinished_jobs_back_and_another_runner_runs_them(
     assert sorted(ran) == ["later", "running", "waiting"]
     flush(second)
     assert query(path, "SELECT attempts FROM jobs WHERE id = ?", running.id) == [(2,)]
+
+
+def test_stop_cancels_a_job_still_running_in_a_thread_rather_than_hand_it_back(
+    make_runner: MakeRunner, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "taskrun.db"
+    runner = sqlite_runner(make_runner, path, threads=1)
+    lock = monkey.get_original("_thread", "allocate_lock")()  # blocks the thread for real
+    lock.acquire()
+    events: list[str] = []
+
+    @runner.task(executor="thread", name="export")
+    def export() -> None:
+        events.append("started")
+        lock.acquire(timeout=5)
+        events.append("returned")
+
+    job = export.delay()
+    wait_until(lambda: events == ["started"], 5, "the thread job to start")
+    with caplog.at_level(logging.WARNING, logger="taskrun.runner"):
+        runner.stop(timeout=0.05)  # returns without waiting for the thread
+    lock.release()
+
+    # Handed back, it could run in another process while the thread here runs on.
+    assert job.state is JobState.CANCELLED
+    assert query(path, "SELECT state, finished IS NOT NULL FROM jobs WHERE id = ?", job.id) == [
+        ("CANCELLED", 1)
+    ]
+    assert "0 handed back to the store, 1 cancelled (1 still running in a thread" in caplog.text
+    wait_until(lambda: events == ["started", "returned"], 5, "the abandoned thread to return")
 
 
 def _orphan(path: Path, *, pid: int, host: str, heartbeat: float, token: str) -> str:
@@ -649,21 +682,20 @@ def test_get_waits_for_a_job_running_in_another_process(
 BOOT = 20.0  # seconds a gunicorn gets to answer with all its workers
 
 
-def _serve_store_app(tmp_path: Path, **env: str) -> tuple[list[str], dict[str, str], str]:
-    port = free_port()
-    command = gunicorn_command("store_app:app", port, "-w", "3", "--graceful-timeout", "10")
+def _serve_store_app(tmp_path: Path, **env: str) -> tuple[list[str], dict[str, str]]:
+    command = gunicorn_command("store_app:app", "-w", "3", "--graceful-timeout", "10")
     environ = app_env(tmp_path / "out.txt", TASKRUN_TEST_STORE=str(tmp_path / "taskrun.db"), **env)
-    return command, environ, f"http://127.0.0.1:{port}"
+    return command, environ
 
 
 @pytest.mark.timeout(90)
 def test_a_job_enqueued_through_one_gunicorn_worker_is_polled_to_success_through_the_others(
     tmp_path: Path,
 ) -> None:
-    command, env, url = _serve_store_app(tmp_path)
+    command, env = _serve_store_app(tmp_path)
     with run_process(command, env, tmp_path / "gunicorn.log") as served:
-        wait_for(lambda: try_get(url + "/ping"), BOOT, "gunicorn to answer")
-        wait_for(lambda: len(worker_pids(served)) == 3, BOOT, "three workers to boot")
+        url = gunicorn_url(served, BOOT)
+        wait_workers_ready(served, 3, BOOT)
         job_id, owner = http_get(url + "/enqueue?value=ab&sleep=1")[1].split()
         answered: dict[str, set[str]] = {}
 
@@ -700,34 +732,46 @@ def _wait_through_another_worker(url: str) -> list[str]:
     pytest.fail("every /wait landed on the worker owning the job, five times over")
 
 
+#: Seconds between periodic slots when a test kills the leader: more than the
+#: 2 s a follower waits between tries of the lock, plus the margins below.
+SLOW_SLOTS = 3
+
+
+def _runs(out: Path) -> list[tuple[int, int]]:
+    """Return the periodic runs recorded in ``out``: (pid, slot) pairs."""
+    return [(int(pid), int(slot)) for pid, slot in (line.split() for line in lines(out))]
+
+
 @pytest.mark.timeout(120)
-def test_a_periodic_job_runs_once_per_slot_while_its_leader_is_killed_and_replaced(
+def test_a_periodic_slot_runs_once_when_its_leader_is_frozen_across_it_then_killed(
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "out.txt"
-    command, env, url = _serve_store_app(tmp_path, TASKRUN_TEST_LOCK=str(tmp_path / "leader.lock"))
+    command, env = _serve_store_app(
+        tmp_path,
+        TASKRUN_TEST_LOCK=str(tmp_path / "leader.lock"),
+        TASKRUN_TEST_EVERY=str(SLOW_SLOTS),
+    )
     with run_process(command, env, tmp_path / "gunicorn.log") as served:
-        wait_for(lambda: try_get(url + "/ping"), BOOT, "gunicorn to answer")
-        wait_for(lambda: len(worker_pids(served)) == 3, BOOT, "three workers to boot")
-        wait_for(lambda: len(lines(out)) >= 3, 20, "three periodic runs")
-        leader = lines(out)[-1].split()[0]
-        seen = len(lines(out))
-        wait_for(lambda: len(lines(out)) > seen, 10, "the leader's next run")
-        time.sleep(0.3)  # between two runs, so that no run is cut short
-        os.kill(int(leader), 9)
-        killed_at = len(lines(out))
-        wait_for(
-            lambda: (
-                len({line for line in lines(out)[killed_at:] if not line.startswith(leader)}) >= 3
-            ),
-            30,
-            "three runs by a new leader",
-        )
+        gunicorn_url(served, BOOT)
+        wait_workers_ready(served, 3, BOOT)
+        wait_for(lambda: len(lines(out)) >= 2, 20, "two periodic runs")
+        leader = _runs(out)[-1][0]
+        # Frozen across a slot, the leader holds the lock while the followers see
+        # the slot come due and let it be; then it dies without having run it.
+        due = (int(time.time()) // SLOW_SLOTS + 1) * SLOW_SLOTS
+        due += SLOW_SLOTS if due - time.time() < 0.6 else 0
+        time.sleep(max(0.0, due - 0.3 - time.time()))
+        os.kill(leader, signal.SIGSTOP)
+        time.sleep(max(0.0, due + 0.4 - time.time()))
+        os.kill(leader, signal.SIGKILL)
+        wait_for(lambda: _runs(out)[-1][1] > due, 20, "runs after the frozen slot")
         worker_pids(served)  # note the replacement worker, to kill it at the end
-        runs = lines(out)
+        runs = _runs(out)
 
-    slots = Counter(line.split()[1] for line in runs)
-    assert not [slot for slot, count in slots.items() if count > 1], runs
-    assert not [line for line in runs[killed_at:] if line.startswith(f"{leader} ")]
+    slots = Counter(slot for _, slot in runs)
+    assert [slot for slot, count in slots.items() if count > 1] == [], runs
+    assert sorted(slots) == list(range(min(slots), max(slots) + 1, SLOW_SLOTS)), runs
+    assert [pid for pid, slot in runs if slot == due] != [leader], runs
     claimed = query(tmp_path / "taskrun.db", "SELECT count(*) FROM periodic_slots")[0][0]
     assert claimed >= len(runs)

@@ -1,9 +1,10 @@
 """A plain WSGI app whose workers share one SQLite store, for the shared-store tests.
 
 The store file is ``$TASKRUN_TEST_STORE``.  With ``$TASKRUN_TEST_LOCK`` set,
-the runner also has a periodic job every second, run by the process holding
-that leader lock; each run appends ``<pid> <slot>`` to ``$TASKRUN_TEST_OUT``
-(the slot being the whole second it ran in).
+the runner also has a periodic job every ``$TASKRUN_TEST_EVERY`` seconds
+(default 1), run by the process holding that leader lock; each run appends
+``<pid> <slot>`` to ``$TASKRUN_TEST_OUT``, the slot being the POSIX second
+the run is for (passed to the job with ``pass_slot=True``), not when it ran.
 
 Routes (GET), each answering with the pid of the worker that served it:
 
@@ -16,10 +17,10 @@ Routes (GET), each answering with the pid of the worker that served it:
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -45,11 +46,15 @@ def work(value: str, seconds: float) -> str:
 
 if LOCK:
 
-    @runner.periodic(every(seconds=1), name="store_app.tick")
-    def tick() -> None:
+    @runner.periodic(
+        every(seconds=float(os.environ.get("TASKRUN_TEST_EVERY", "1"))),
+        name="store_app.tick",
+        pass_slot=True,
+    )
+    def tick(slot: datetime) -> None:
         """Record which process ran which slot."""
         with open(os.environ["TASKRUN_TEST_OUT"], "a") as out:
-            out.write(f"{os.getpid()} {math.floor(time.time())}\n")
+            out.write(f"{os.getpid()} {round(slot.timestamp())}\n")
 
 
 def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:

@@ -9,9 +9,10 @@ ignore[...]`` below must match a real error: mypy's ``warn_unused_ignores``
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, assert_type
 
-from taskrun import Job, JobState, Task, TaskRunner
+from taskrun import Job, JobState, Task, TaskRunner, crontab, every
 
 runner = TaskRunner()
 
@@ -42,3 +43,20 @@ send_welcome.delay(42, greting="hi")  # type: ignore[call-arg]
 add(1, 2).upper()  # type: ignore[attr-defined]
 runner.task(retries="3")  # type: ignore[call-overload]
 runner.task(executor="process")  # type: ignore[call-overload]
+
+
+@runner.periodic(every(minutes=5))
+def poll_feeds() -> int:
+    return 0
+
+
+@runner.periodic(crontab("0 2 * * *"), pass_slot=True)
+def nightly_report(slot: datetime) -> str:
+    return slot.isoformat()
+
+
+assert_type(poll_feeds, Task[[], int])
+assert_type(nightly_report, Task[[datetime], str])
+assert_type(nightly_report.delay(datetime.now(UTC)).get(), str)
+nightly_report.delay()  # type: ignore[call-arg]
+runner.periodic(every(minutes=5))(add)  # type: ignore[arg-type]
