@@ -17,6 +17,7 @@ import logging
 import os
 import sqlite3
 import stat
+import time
 from collections.abc import Sequence
 
 from taskrun.errors import ConfigError, StoreError
@@ -187,7 +188,7 @@ def connect(path: str, *, check_same_thread: bool = True) -> sqlite3.Connection:
     except sqlite3.Error as error:
         raise StoreError(f"cannot open the taskrun store {path!r}: {error}") from error
     try:
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        mode = _set_wal(conn)
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA wal_autocheckpoint=0")
         conn.execute("PRAGMA journal_size_limit=67108864")
@@ -203,6 +204,28 @@ def connect(path: str, *, check_same_thread: bool = True) -> sqlite3.Connection:
             "keep it on a local filesystem (not NFS or a read-only mount)"
         )
     return conn
+
+
+#: How long opening waits for another process that is switching a new file to WAL.
+WAL_SWITCH_WAIT = 5.0
+
+
+def _set_wal(conn: sqlite3.Connection) -> object:
+    """Switch to WAL and return the journal mode, retrying while another process switches.
+
+    Several workers opening a new file at once race to switch it to WAL; the
+    losers see "database is locked" for a moment.  ``time.sleep`` yields to
+    the event loop in a patched process, so the wait does not block it.
+    """
+    deadline = time.monotonic() + WAL_SWITCH_WAIT
+    while True:
+        try:
+            return conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        except sqlite3.OperationalError as error:
+            text = str(error)
+            if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _open_error(path: str, error: sqlite3.DatabaseError) -> StoreError:

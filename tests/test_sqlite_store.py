@@ -42,7 +42,7 @@ from taskrun import JobCancelled, JobState, QueueFull, TaskRunner, WaitTimeout
 from taskrun.errors import ConfigError, NotSerializable, StoreError
 from taskrun.sqlite_codec import encode_payload
 from taskrun.sqlite_procs import host_key
-from taskrun.sqlite_schema import LATEST, MIGRATIONS, migrate
+from taskrun.sqlite_schema import LATEST, MIGRATIONS, connect, migrate
 from taskrun.sqlite_store import SqliteStore, store_path
 
 MakeRunner = Callable[..., TaskRunner]
@@ -775,3 +775,23 @@ def test_a_periodic_slot_runs_once_when_its_leader_is_frozen_across_it_then_kill
     assert [pid for pid, slot in runs if slot == due] != [leader], runs
     claimed = query(tmp_path / "taskrun.db", "SELECT count(*) FROM periodic_slots")[0][0]
     assert claimed >= len(runs)
+
+
+def test_opening_waits_while_another_process_switches_a_new_file_to_wal(tmp_path: Path) -> None:
+    path = str(tmp_path / "new.db")
+    holder = sqlite3.connect(path, isolation_level=None, timeout=0)
+    holder.execute("BEGIN EXCLUSIVE")  # as another worker does while it sets the file up
+    holder.execute("CREATE TABLE t (x)")
+
+    def let_go() -> None:
+        gevent.sleep(0.1)
+        holder.execute("COMMIT")
+
+    releaser = gevent.spawn(let_go)
+    conn = connect(path)  # must wait for the holder rather than fail at once
+    mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    conn.close()
+    releaser.join(timeout=5)
+    holder.close()
+
+    assert mode == "wal"
