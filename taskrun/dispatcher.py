@@ -7,14 +7,9 @@ per job makes enqueueing cheaper than a bare ``gevent.spawn``.  Admission
 never blocks: a full backlog raises :class:`~taskrun.errors.QueueFull` (or
 returns ``False`` from :meth:`Dispatcher.try_submit`).
 
-Jobs of ``executor="thread"`` tasks run in a dedicated
-:class:`gevent.threadpool.ThreadPool`, not the hub's shared one (whose
-saturation would stall DNS lookups); their worker greenlet waits without
-blocking the loop.  A thread job may wait for a free thread: its ``timeout``
-counts from when its body starts in a thread, and a job cancelled (or its
-worker killed) before then never runs its body.  A thread cannot be killed:
-once its body has started, a timeout or a cancel only stops the worker from
-waiting, and the thread runs on; its late result is dropped.
+Where a job's body runs (the worker greenlet, or a pool thread for
+``executor="thread"`` tasks) and how its ``timeout`` is kept is
+:mod:`taskrun.executors`'s business.
 
 At shutdown (:meth:`Dispatcher.drain`) the workers still running past the
 grace period are killed and their jobs returned as unfinished, for the
@@ -34,28 +29,25 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
-from typing import Any, cast
+from contextlib import nullcontext
+from typing import Any
 
 import gevent
-from gevent.event import AsyncResult, Event
+from gevent.event import Event
 from gevent.greenlet import Greenlet
 from gevent.hub import Waiter, get_hub
-from gevent.threadpool import ThreadPool
 
 from taskrun.clock import Clock
-from taskrun.errors import JobTimeout, QueueFull
+from taskrun.errors import QueueFull
+from taskrun.executors import ContextFactory, JobExecutor
 from taskrun.jobs import Job, JobState
 from taskrun.options import retry_delay, should_retry
 from taskrun.store import ResultStore
 
 logger = logging.getLogger(__name__)
-
-ContextFactory = Callable[[], AbstractContextManager[Any]]
 
 
 class _Cancelled(gevent.GreenletExit):
@@ -91,7 +83,6 @@ class Dispatcher:
     ) -> None:
         self.concurrency = concurrency
         self.max_pending = max_pending
-        self._threads_size = threads
         self.store = store
         self._clock = clock
         self._schedule = schedule
@@ -101,10 +92,7 @@ class Dispatcher:
         self._idle: list[Waiter[Job[Any] | None]] = []
         self._workers: set[Greenlet[..., None]] = set()
         self._running: dict[Job[Any], Greenlet[..., None]] = {}
-        self._threadpool: ThreadPool | None = None
-        # Jobs whose body runs in a pool thread now, keyed by run: the pool
-        # threads write it (dict set and pop are atomic under the GIL).
-        self._in_threads: dict[object, Job[Any]] = {}
+        self._executor = JobExecutor(threads)
         # Pulled from before a worker idles or after it frees a backlog place.
         self._overflow: Overflow | None = None
         self._closing = False
@@ -226,7 +214,7 @@ class Dispatcher:
         if worker is not None:
             self._running[job] = worker
         try:
-            value = self._call(job)
+            value = self._executor.call(job, self.context)
         except _Cancelled:
             self._record(job, JobState.CANCELLED, None)
         except gevent.GreenletExit as error:
@@ -244,80 +232,9 @@ class Dispatcher:
         finally:
             self._running.pop(job, None)
 
-    def _call(self, job: Job[Any]) -> Any:
-        options = job.task.options
-        if options.executor == "thread":
-            return self._call_in_thread(job, options.timeout)
-        if options.timeout is None:
-            with self.context():
-                return job.task.fn(*job.args, **(job.kwargs or {}))
-        timer = gevent.Timeout(options.timeout)
-        timer.start()
-        try:
-            with self.context():
-                return job.task.fn(*job.args, **(job.kwargs or {}))
-        except gevent.Timeout as fired:
-            if fired is not timer:
-                raise
-            raise JobTimeout(_timeout_message(job, options.timeout)) from None
-        finally:
-            timer.close()
-
-    def _call_in_thread(self, job: Job[Any], timeout: float | None) -> Any:
-        if self._threadpool is None:
-            self._threadpool = ThreadPool(self._threads_size)
-        context = self.context
-        in_threads = self._in_threads
-        loop = get_hub().loop
-        # The body runs only if its thread takes the ticket before the worker
-        # gives up on the job (cancelled or killed while the job waits for a
-        # thread).  list.pop and list.clear are atomic: one side wins.
-        ticket = [True]
-        # Set, through the loop, with the moment the body starts.
-        started: AsyncResult[float] = AsyncResult()
-
-        def in_thread() -> tuple[bool, Any] | None:
-            try:
-                ticket.pop()
-            except IndexError:
-                return None  # given up on while it waited: the body never runs
-            in_threads[started] = job
-            # Only thread-safe calls from here: run_callback_threadsafe wakes the loop.
-            loop.run_callback_threadsafe(started.set, time.monotonic())
-            # Hand any exception back as a value: one raised out of a pool
-            # thread goes to the hub, which prints it and throws SystemExit
-            # or KeyboardInterrupt into the main greenlet.
-            try:
-                with context():
-                    return True, job.task.fn(*job.args, **(job.kwargs or {}))
-            except BaseException as error:  # noqa: B036 - re-raised in the worker below
-                return False, error
-            finally:
-                in_threads.pop(started, None)
-
-        pending = self._threadpool.spawn(in_thread)
-        try:
-            if timeout is None:
-                outcome = pending.get()
-            else:
-                # The time limit counts from the start of the body, not from
-                # the wait for a free thread.
-                deadline = cast(float, started.get()) + timeout  # blocks: never None
-                outcome = pending.get(timeout=max(deadline - time.monotonic(), 0.0))
-        except gevent.Timeout:
-            # A thread cannot be killed: it runs on, and its late result is dropped.
-            raise JobTimeout(_timeout_message(job, timeout) + " (the thread runs on)") from None
-        finally:
-            ticket.clear()  # if the body has not started (cancelled, killed), it never will
-        # The body ran (a thread returns None only for a job the worker gave up on).
-        ok, value = cast(tuple[bool, Any], outcome)
-        if not ok:
-            raise value
-        return value
-
     def runs_in_thread(self, job: Job[Any]) -> bool:
         """Return whether a body of ``job`` runs in a pool thread now (see the module doc)."""
-        return any(running is job for running in list(self._in_threads.values()))
+        return self._executor.runs_in_thread(job)
 
     def _failed(self, job: Job[Any], error: BaseException) -> None:
         options = job.task.options
@@ -416,17 +333,5 @@ class Dispatcher:
         if self._workers:
             self._killing = True
             gevent.killall(list(self._workers), block=True, timeout=5)
-        if self._threadpool is not None:
-            # ThreadPool.kill() called from a greenlet waits for every busy
-            # thread to return, which may be never; called from the hub it
-            # only tells the threads to exit once idle.
-            pool, self._threadpool = self._threadpool, None
-            get_hub().loop.run_callback(pool.kill)
+        self._executor.close()
         return left
-
-
-def _timeout_message(job: Job[Any], timeout: float | None) -> str:
-    return (
-        f"job {job.id} ({job.name}) ran past its timeout of {timeout!r} s; "
-        "raise the task's timeout= or make the work smaller"
-    )

@@ -26,69 +26,26 @@ holder dies (even by ``SIGKILL``), so another worker's next
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import logging
 import math
 import os
-import re
 import stat
-import tempfile
 import weakref
-from collections.abc import Iterable
 from pathlib import Path
 
 from taskrun.errors import ConfigError
 
-__all__ = ["LeaderLock", "app_lock_name", "default_lock_path"]
+__all__ = ["LeaderLock"]
 
 logger = logging.getLogger(__name__)
 
 _FIX = (
     "pass lock_path= a writable local file, or lock_path=None to disable periodic leader election"
 )
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _open_locks: weakref.WeakSet[LeaderLock] = weakref.WeakSet()
 _MAX_RECORD = 1 << 16  # bytes of the lock file read for slot records
 _fork_hook_registered = False
-
-
-def default_lock_path(name: str) -> Path:
-    """Return the conventional lock file path for the app called ``name``.
-
-    The directory is ``$XDG_RUNTIME_DIR`` when it is set, absolute and writable
-    (a per-user tmpfs), else :func:`tempfile.gettempdir`.  The file name is
-    ``taskrun-<name>-<uid>.lock``; characters other than letters, digits,
-    ``.``, ``_`` and ``-`` become ``_``, and a sanitised name gets a short hash
-    of the original so that distinct names stay distinct.  Touches no file.
-
-    :param name: the app's name, shared by all its worker processes.
-    :returns: an absolute path; the file need not exist yet.
-    :raises ConfigError: ``name`` is not a string or is blank.
-    """
-    if not isinstance(name, str) or not name.strip():
-        raise ConfigError(f"leader lock name must be a non-empty string, got {name!r}")
-    safe = _UNSAFE.sub("_", name)[:64]
-    if safe != name:
-        digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
-        safe = f"{safe}-{digest[:8]}"
-    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
-    usable = os.path.isabs(runtime) and os.path.isdir(runtime)
-    directory = runtime if usable and os.access(runtime, os.W_OK | os.X_OK) else None
-    return Path(directory or tempfile.gettempdir()) / f"taskrun-{safe}-{os.getuid()}.lock"
-
-
-def app_lock_name(task_names: Iterable[str]) -> str:
-    """Return a lock name for an app known by the names of its periodic tasks.
-
-    Processes with the same periodic tasks get the same name, apps with other
-    tasks another one: e.g. ``shop-1a2b3c4d5e6f`` for ``shop.tasks.warm_cache``
-    (the first dotted part of the first name, then a hash of them all).
-    """
-    names = sorted(set(task_names))
-    digest = hashlib.sha256("\n".join(names).encode("utf-8", "surrogatepass")).hexdigest()
-    prefix = names[0].split(".", 1)[0][:32] if names else "app"
-    return f"{prefix or 'app'}-{digest[:12]}"
 
 
 class LeaderLock:

@@ -33,13 +33,14 @@ from taskrun.clock import Clock, SystemClock
 from taskrun.dispatcher import Dispatcher
 from taskrun.errors import RunnerNotRunning
 from taskrun.jobs import Job, JobState
-from taskrun.leader import LeaderLock, app_lock_name, default_lock_path
+from taskrun.leader import LeaderLock
+from taskrun.lock_paths import LockPathOption, check_lock_name, leader_lock_path
 from taskrun.options import seconds
 from taskrun.periodic import PeriodicInfo
 from taskrun.registry import TaskRegistry
 from taskrun.routing import JobRouter
 from taskrun.scheduler import Scheduler
-from taskrun.settings import DEFAULT, Default, RunnerSettings, make_store
+from taskrun.settings import DEFAULT, RunnerSettings, make_store
 from taskrun.store import ResultStore
 from taskrun.tasks import Task
 
@@ -96,7 +97,7 @@ class TaskRunner(TaskRegistry):
         eager: bool = False,
         clock: Clock | None = None,
         name: str | None = None,
-        lock_path: str | os.PathLike[str] | None | Default = DEFAULT,
+        lock_path: LockPathOption = DEFAULT,
         store: str | os.PathLike[str] | ResultStore | None = None,
     ) -> None:
         super().__init__()
@@ -125,8 +126,7 @@ class TaskRunner(TaskRegistry):
         self._router = JobRouter(self._dispatcher, self._scheduler, self.clock, settings, job_store)
         # The default path is resolved in start(), once the periodic tasks are
         # declared, and the lock is opened there, after fork.  A bad name fails here.
-        if name is not None and isinstance(lock_path, Default):
-            default_lock_path(name)
+        check_lock_name(name, lock_path)
         self._lock_path = lock_path
         self._leader: LeaderLock | None = None
         self._accepting = False
@@ -235,17 +235,12 @@ class TaskRunner(TaskRegistry):
         self._dispatcher.open()
         if not self.eager:
             if self._lock_path is not None and self._periodic and self._leader is None:
-                self._leader = LeaderLock(self._leader_lock_path(self._lock_path))
+                periodic = (entry.task.name for entry in self._periodic)
+                self._leader = LeaderLock(leader_lock_path(self._lock_path, self.name, periodic))
             self._scheduler.start(self._periodic, self._leader)
         self._accepting = True
         logger.info("taskrun started: concurrency=%d", self._dispatcher.concurrency)
         return self
-
-    def _leader_lock_path(self, path: str | os.PathLike[str] | Default) -> str | os.PathLike[str]:
-        if not isinstance(path, Default):
-            return path
-        name = self.name or app_lock_name(entry.task.name for entry in self._periodic)
-        return default_lock_path(name)
 
     def stop(self, timeout: float | timedelta | None = 30.0) -> None:
         """Stop in order: timer, admission, drain running jobs, kill what is left.

@@ -24,6 +24,7 @@ __all__ = [
     "UPDATE_JOB",
     "is_busy",
     "write_batch",
+    "write_transaction",
 ]
 
 #: Parameters: id, task, state, payload, attempts, enqueued, due, owner.
@@ -48,7 +49,12 @@ def is_busy(error: BaseException) -> bool:
 
 
 @contextmanager
-def _write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Run the block in one ``BEGIN IMMEDIATE`` transaction: commit, or roll back and re-raise.
+
+    :raises sqlite3.OperationalError: at once if another connection holds the
+        write lock (see :func:`is_busy`).
+    """
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
@@ -65,7 +71,7 @@ def write_batch(
     updates: Iterable[tuple[Any, ...]],
 ) -> None:
     """Insert new jobs, then update changed ones, in one transaction."""
-    with _write(conn):
+    with write_transaction(conn):
         conn.executemany(INSERT_JOB, inserts)
         conn.executemany(UPDATE_JOB, updates)
 
@@ -75,17 +81,21 @@ def write_batch(
 
 def register(conn: sqlite3.Connection, me: ProcessInfo, now: float) -> None:
     """Record this process (again) as a live owner of jobs."""
-    with _write(conn):
-        conn.execute(
-            "INSERT OR REPLACE INTO processes (token, pid, pid_start, host, started, heartbeat) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (me.token, me.pid, me.pid_start, me.host, now, now),
-        )
+    with write_transaction(conn):
+        _insert_process(conn, me, now)
+
+
+def _insert_process(conn: sqlite3.Connection, me: ProcessInfo, now: float) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO processes (token, pid, pid_start, host, started, heartbeat) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (me.token, me.pid, me.pid_start, me.host, now, now),
+    )
 
 
 def heartbeat(conn: sqlite3.Connection, token: str, now: float) -> bool:
     """Renew this process's lease; ``False`` if another process declared it dead."""
-    with _write(conn):
+    with write_transaction(conn):
         cursor = conn.execute("UPDATE processes SET heartbeat = ? WHERE token = ?", (now, token))
         return cursor.rowcount > 0
 
@@ -96,12 +106,8 @@ def keep_own(conn: sqlite3.Connection, me: ProcessInfo, now: float, ids: Sequenc
     :returns: the ids among ``ids`` whose rows this process owns again.
     """
     kept: set[str] = set()
-    with _write(conn):
-        conn.execute(
-            "INSERT OR REPLACE INTO processes (token, pid, pid_start, host, started, heartbeat) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (me.token, me.pid, me.pid_start, me.host, now, now),
-        )
+    with write_transaction(conn):
+        _insert_process(conn, me, now)
         for start in range(0, len(ids), 500):
             chunk = json.dumps(list(ids[start : start + 500]))
             rows = conn.execute(
@@ -118,7 +124,7 @@ def release_all(conn: sqlite3.Connection, token: str) -> int:
 
     :returns: how many jobs were handed back.
     """
-    with _write(conn):
+    with write_transaction(conn):
         count = conn.execute(
             f"UPDATE jobs SET owner = NULL, {_REQUEUE} WHERE owner = ? AND finished IS NULL",
             (token,),
@@ -147,7 +153,7 @@ def reap_dead(
         gone = host == me.host and not is_alive(pid, pid_start)
         if not gone and beat >= now - lease:
             continue
-        with _write(conn):
+        with write_transaction(conn):
             deleted = conn.execute(
                 "DELETE FROM processes WHERE token = ? AND heartbeat = ?", (token, beat)
             ).rowcount
@@ -176,7 +182,7 @@ def claim(
 
     :returns: rows of :data:`~taskrun.sqlite_codec.JOB_COLUMNS` plus ``cancel_requested``.
     """
-    with _write(conn):
+    with write_transaction(conn):
         return conn.execute(
             f"UPDATE jobs SET owner = ?, {_REQUEUE} WHERE id IN ("
             "SELECT id FROM jobs WHERE owner IS NULL AND finished IS NULL "
@@ -201,7 +207,7 @@ def request_cancel(conn: sqlite3.Connection, job_id: str, now: float) -> bool | 
     :returns: ``True`` if it is now CANCELLED, ``False`` if its owner was
         asked to cancel it, ``None`` if it is finished or unknown.
     """
-    with _write(conn):
+    with write_transaction(conn):
         done = conn.execute(
             "UPDATE jobs SET state = 'CANCELLED', finished = ?, result = NULL, "
             "result_text = NULL WHERE id = ? AND owner IS NULL AND finished IS NULL",
@@ -228,7 +234,7 @@ def read_job(conn: sqlite3.Connection, job_id: str) -> tuple[Any, ...] | None:
 
 def claim_slot(conn: sqlite3.Connection, name: str, slot: float, token: str, now: float) -> bool:
     """Record that this process runs ``(name, slot)``; ``False`` if another one already did."""
-    with _write(conn):
+    with write_transaction(conn):
         return (
             conn.execute(
                 "INSERT OR IGNORE INTO periodic_slots (name, slot, owner, claimed) "
@@ -270,7 +276,7 @@ def prune(
         "SELECT rowid FROM jobs WHERE enqueued >= ? ORDER BY rowid LIMIT 1", (oldest_kept,)
     ).fetchone()
     finished = conn.execute("SELECT count(*) FROM jobs WHERE finished IS NOT NULL").fetchone()[0]
-    with _write(conn):
+    with write_transaction(conn):
         count = conn.execute(
             "DELETE FROM jobs WHERE rowid IN (SELECT rowid FROM jobs WHERE rowid < ? "
             "AND finished < ? LIMIT ?)",

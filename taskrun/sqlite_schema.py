@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 
 from taskrun.errors import ConfigError, StoreError
+from taskrun.sqlite_db import is_busy, write_transaction
 
 __all__ = ["LATEST", "MIGRATIONS", "connect", "create_file", "migrate", "store_path"]
 
@@ -222,8 +223,7 @@ def _set_wal(conn: sqlite3.Connection) -> object:
         try:
             return conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         except sqlite3.OperationalError as error:
-            text = str(error)
-            if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
+            if not is_busy(error) or time.monotonic() > deadline:
                 raise
             time.sleep(0.01)
 
@@ -265,21 +265,15 @@ def migrate(
         _check_version(conn, path, found, latest)
         if found == latest:
             return found, found
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(conn):
             found = _version(conn)
             _check_version(conn, path, found, latest)
             for version in range(found, latest):
                 for statement in _statements(migrations[version]):
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version={latest:d}")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
     except sqlite3.OperationalError as error:
-        if "locked" in str(error) or "busy" in str(error):
+        if is_busy(error):
             raise
         raise _open_error(path, error) from error
     except sqlite3.DatabaseError as error:

@@ -18,7 +18,7 @@ from gevent.event import Event
 
 from taskrun import ConfigError, JobState, ManualClock, TaskRunner
 from taskrun.periodic import catch_up, first_slot, jitter_delay, missed_slots, next_slot
-from taskrun.scheduler import LEADER_RETRY
+from taskrun.periodic_timer import LEADER_RETRY
 from taskrun.schedules import crontab, every
 
 START = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)

@@ -1,0 +1,220 @@
+"""The periodic side of the scheduler's timer: arm each slot, run it while leading.
+
+The scheduler's heap holds one :class:`~taskrun.periodic.PeriodicEntry` per
+periodic task, and, with a leader lock, a :class:`LeaderTick`; when one comes
+due, the timer greenlet hands it to :meth:`PeriodicTimer.fire`.  Periodic runs
+happen only in the process holding the leader lock (when one is
+configured): a follower retries the lock every :data:`LEADER_RETRY` seconds
+and at each slot, so it takes over promptly, and then runs once the slot its
+predecessor may have missed (the lock file and a durable store remember the
+last slot run).  Every process fires a slot at the same time: jitter is
+derived from the slot, not drawn.  The policies (catch-up, takeover,
+jitter) are the pure functions of :mod:`taskrun.periodic`; this module
+applies them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from taskrun.dispatcher import Dispatcher
+from taskrun.errors import TaskrunError
+from taskrun.jobs import Job, JobControl
+from taskrun.leader import LeaderLock
+from taskrun.periodic import PeriodicEntry, catch_up, first_slot, jitter_delay
+from taskrun.schedules import IntervalSchedule
+from taskrun.store import ResultStore
+
+# Logs as the scheduler: these records came from it before this module was
+# split off, and users may have configured that logger.
+logger = logging.getLogger("taskrun.scheduler")
+
+#: How often a follower tries to take the leader lock.
+LEADER_RETRY = 2.0
+
+
+class LeaderTick:
+    """A heap entry that makes a follower try the leader lock again."""
+
+    __slots__ = ("due",)
+
+    def __init__(self, due: float) -> None:
+        self.due = due
+
+    def __lt__(self, other: Any) -> bool:
+        return self.due < other.due  # type: ignore[no-any-return]
+
+
+#: Puts an entry on the scheduler's heap, waking its timer if it is the earliest.
+Push = Callable[[PeriodicEntry | LeaderTick], None]
+
+
+class PeriodicTimer:
+    """Times a runner's periodic tasks on the scheduler's heap and runs their slots.
+
+    Only the scheduler calls it: :meth:`fire` from its timer greenlet,
+    :meth:`start` and :meth:`stop` when the runner starts and stops.
+
+    :param dispatcher: receives each run through its non-blocking ``try_submit``.
+    :param store: claims each slot, and remembers the last one run; replaced
+        by the one given to :meth:`start`.
+    :param control: the runner, which periodic jobs report to.
+    :param push: puts an entry on the scheduler's heap.
+    """
+
+    def __init__(
+        self, dispatcher: Dispatcher, store: ResultStore, control: JobControl, push: Push
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._store = store
+        self._control = control
+        self._push = push
+        self._entries: list[PeriodicEntry] = []
+        self._leader: LeaderLock | None = None
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this process runs periodic jobs (always, without a leader lock)."""
+        return self._leader is None or self._leader.is_leader
+
+    def start(
+        self,
+        entries: Sequence[PeriodicEntry],
+        leader: LeaderLock | None,
+        store: ResultStore,
+        now: float,
+    ) -> None:
+        """Arm ``entries`` from ``now`` on (or from a slot missed while no process ran).
+
+        With ``leader`` (and periodic tasks), try the lock at once and then
+        every :data:`LEADER_RETRY` seconds.
+
+        :param store: the runner's store now (it may change before a start).
+        """
+        self._leader = leader
+        self._entries = list(entries)
+        self._store = store
+        for entry in entries:
+            self._arm(entry, self._resume_slot(entry, now))
+        if leader is not None and entries:
+            self._try_lead(now)
+            self._push(LeaderTick(now + LEADER_RETRY))
+
+    def stop(self) -> None:
+        """Release the leader lock, if held; never blocks."""
+        if self._leader is not None:
+            self._leader.release()
+
+    def fire(self, entry: PeriodicEntry | LeaderTick, now: float) -> None:
+        """Handle ``entry``, come due at ``now``, and put it back on the heap.
+
+        A periodic entry runs its slot if this process leads (coalescing the
+        slots missed meanwhile) and is armed for the next one; a leader tick
+        tries the lock again.
+        """
+        if isinstance(entry, LeaderTick):
+            self._try_lead(now)
+            entry.due = now + LEADER_RETRY
+            self._push(entry)
+        else:
+            self._fire_slot(entry, now)
+
+    def _fire_slot(self, entry: PeriodicEntry, now: float) -> None:
+        leads = self._try_lead(now)  # first: taking the lead may move entry.slot back
+        plan = catch_up(entry.schedule, entry.slot, now, entry.misfire_grace)
+        if plan.missed:
+            entry.missed += plan.missed
+            logger.warning(
+                "periodic job %s missed %d run(s) (%.1f s behind its schedule: the loop was "
+                "blocked or no process ran); they are coalesced, not replayed",
+                entry.task.name,
+                plan.missed,
+                now - entry.slot,
+            )
+        if plan.run_slot is not None:
+            if leads:
+                self._run_slot(entry, plan.run_slot, now)
+            else:
+                entry.last_seen_slot = plan.run_slot
+        self._arm(entry, plan.next_slot)
+
+    def _arm(self, entry: PeriodicEntry, slot: float) -> None:
+        entry.slot = entry.due = slot
+        schedule = entry.schedule
+        if isinstance(schedule, IntervalSchedule) and schedule.jitter:
+            # Derived from the slot, not drawn: a follower must not give a slot
+            # up before the leader's timer has fired it too.
+            entry.due += jitter_delay(entry.task.name, slot, schedule.jitter)
+        self._push(entry)
+
+    def _resume_slot(self, entry: PeriodicEntry, now: float) -> float:
+        """Return the first slot to time: one missed while no process ran, else the next."""
+        last = self._store.last_slot(entry.task.name)
+        if last is not None:
+            missed = first_slot(entry.schedule, last)
+            if missed <= now:
+                return missed  # fires at once; catch_up() coalesces up to now
+        return first_slot(entry.schedule, now)
+
+    def _try_lead(self, now: float) -> bool:
+        if self._leader is None:
+            return True
+        was_leader = self._leader.is_leader
+        try:
+            leads = self._leader.try_acquire()
+        except TaskrunError:
+            logger.exception("cannot take the leader lock %s", self._leader.path)
+            return False
+        if leads and not was_leader:
+            logger.info("this process now runs periodic jobs (leader lock %s)", self._leader.path)
+            self._take_over(self._leader, now)
+        return leads
+
+    def _take_over(self, leader: LeaderLock, now: float) -> None:
+        """Run, once, what the previous leader may have missed of each periodic task.
+
+        A follower gives a slot up when it sees the leader alive, and that
+        leader may die before running it.  See
+        :meth:`~taskrun.periodic.PeriodicEntry.take_over`.
+        """
+        for entry in self._entries:
+            name = entry.task.name
+            runs = (self._store.last_slot(name), leader.last_slot(name))
+            last = max((slot for slot in runs if slot is not None), default=None)
+            plan = entry.take_over(last, now)
+            if plan is None:
+                continue
+            entry.missed += plan.missed
+            if plan.run_slot is not None:
+                logger.info("periodic job %s: running missed slot %s", name, plan.run_slot)
+                self._run_slot(entry, plan.run_slot, now)
+
+    def _run_slot(self, entry: PeriodicEntry, slot: float, now: float) -> None:
+        name = entry.task.name
+        if not entry.overlap and entry.is_busy():
+            entry.skipped_overlap += 1
+            logger.warning(
+                "periodic job %s skipped a run: the previous run (job %s) is still going",
+                name,
+                entry.last_job.id if entry.last_job else "?",
+            )
+            return
+        if not self._store.claim_slot(name, slot):
+            return  # another process ran this slot
+        if self._leader is not None:
+            self._leader.record_slot(name, slot)  # a later leader will not run it again
+        job: Job[Any] = Job(entry.task, entry.job_args(slot), None, self._control, enqueued=now)
+        if not self._dispatcher.try_submit(job):
+            entry.skipped_full += 1
+            logger.warning(
+                "periodic job %s skipped a run: the pool and backlog are full "
+                "(raise concurrency or max_pending)",
+                name,
+            )
+            return
+        self._store.add(job)
+        entry.last_job = job
+        entry.last_run = now
+        entry.runs += 1
