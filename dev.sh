@@ -2,7 +2,8 @@
 # Set up taskrun's development environment and run the demo, the checks or the benchmarks.
 #
 #   bash dev.sh demo          # create .venv if needed, install, run the example app
-#   bash dev.sh test [ARGS]   # create .venv if needed, install, run ruff, mypy and the tests
+#   bash dev.sh test [ARGS]   # create .venv if needed, install (and chromium, as root on
+#                             # Debian), run ruff, mypy and the tests
 #   bash dev.sh bench [ARGS]  # create .venv if needed, install, run the benchmarks
 #
 # Needs Python 3.11 or newer (set PYTHON=/path/to/python3.x to choose one)
@@ -51,6 +52,26 @@ venv module first: sudo apt-get install python3-venv"
     fi
 }
 
+# The browser test (tests/test_example_page.py) drives Debian's chromium with
+# playwright; playwright's own browser download is not used.
+ensure_chromium() {
+    command -v chromium >/dev/null 2>&1 && return 0
+    local install="apt-get update && apt-get install -y chromium"
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "chromium is missing; the browser test needs it: $install"
+        local started=$SECONDS
+        if apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium &&
+            command -v chromium >/dev/null 2>&1; then
+            say "installed $(chromium --version 2>/dev/null) in $((SECONDS - started)) s"
+            return 0
+        fi
+        die "could not install chromium with: $install; the browser test \
+(tests/test_example_page.py) needs it: install it, then run again"
+    fi
+    die "the browser test (tests/test_example_page.py) needs Chromium, which is missing; \
+install it (Debian/Ubuntu: sudo apt-get update && sudo apt-get install -y chromium), then run again"
+}
+
 run_tests() {
     local failed=()
     say "ruff check"
@@ -86,6 +107,7 @@ demo)
 test)
     shift
     setup
+    ensure_chromium
     run_tests "$@"
     ;;
 bench)
