@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import gevent
 import gevent.pool
@@ -38,6 +38,8 @@ RATE = 1_000  # jobs per second for the latency run
 LATENCY_JOBS = 1_000
 N_SCHEDULED = 100_000
 LATENESS_JOBS = 200
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -62,9 +64,10 @@ def median_of(repeats: int, measure: Callable[[], float]) -> float:
     return statistics.median(measure() for _ in range(repeats))
 
 
-def in_greenlet(fn: Callable[[], float]) -> float:
+def in_greenlet(fn: Callable[[], T]) -> T:
     """Run ``fn`` in a fresh greenlet, as a view handling a request would."""
-    return float(gevent.spawn(fn).get())
+    result: T = gevent.spawn(fn).get()
+    return result
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -78,29 +81,39 @@ def new_runner(**options: Any) -> TaskRunner:
     return TaskRunner(concurrency=CONCURRENCY, max_pending=N_JOBS, **options)
 
 
+def counting_task(
+    runner: TaskRunner, *, name: str | None = None, warm: bool = True
+) -> tuple[Callable[[], Any], Event]:
+    """Register a no-op task that sets the returned event on its N_JOBS-th run.
+
+    Returns the task's ``delay`` and the event.  With ``warm``, first runs
+    CONCURRENCY jobs (not counted): a long-running app has its workers already.
+    """
+    done = Event()
+    count = [0]
+
+    @runner.task(name=name)
+    def noop() -> None:
+        count[0] += 1
+        if count[0] == N_JOBS:
+            done.set()
+
+    if warm:
+        for job in [noop.delay() for _ in range(CONCURRENCY)]:
+            job.get(timeout=10)
+        count[0] = 0
+    return noop.delay, done
+
+
 # -- enqueue -----------------------------------------------------------------
 
 
 def enqueue_taskrun() -> float:
     """Microseconds per ``delay()`` of a no-op job, 20,000 in a burst from one greenlet."""
     runner = new_runner().start()
-    done = Event()
-    count = [0]
-
-    @runner.task
-    def noop() -> None:
-        count[0] += 1
-        if count[0] == N_JOBS:
-            done.set()
-
-    # Warm up: workers exist in a long-running app.
-    warm = [noop.delay() for _ in range(CONCURRENCY)]
-    for job in warm:
-        job.get(timeout=10)
-    count[0] = 0
+    delay, done = counting_task(runner)
 
     def burst() -> float:
-        delay = noop.delay
         start = time.perf_counter()
         for _ in range(N_JOBS):
             delay()
@@ -141,19 +154,12 @@ def enqueue_spawn(make_spawn: Callable[[], Callable[..., Any]]) -> float:
 def throughput_taskrun() -> float:
     """Jobs per second, 20,000 no-op jobs at concurrency 100, submit to last one done."""
     runner = new_runner().start()
-    done = Event()
-    count = [0]
-
-    @runner.task
-    def noop() -> None:
-        count[0] += 1
-        if count[0] == N_JOBS:
-            done.set()
+    delay, done = counting_task(runner, warm=False)
 
     def run() -> float:
         start = time.perf_counter()
         for _ in range(N_JOBS):
-            noop.delay()
+            delay()
         done.wait(60)
         return N_JOBS / (time.perf_counter() - start)
 

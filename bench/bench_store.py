@@ -28,17 +28,15 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+import bench_core
 import gevent
-import gevent.pool
+from bench_core import CONCURRENCY, N_JOBS, counting_task, in_greenlet, median_of, throughput_pool
 from gevent.event import Event
 
 from taskrun import TaskRunner
 from taskrun.sqlite_store import SqliteStore
 
-N_JOBS = 20_000
-CONCURRENCY = 100
 LOOKUPS = 2_000
 BURST = 500
 BUSY_BURST = 500
@@ -71,34 +69,11 @@ def flush(runner: TaskRunner) -> None:
         store.flush(timeout=60)
 
 
-def in_greenlet(fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` in a fresh greenlet, as a view handling a request would."""
-    return gevent.spawn(fn).get()
-
-
-def counting_task(runner: TaskRunner) -> tuple[Callable[[], Any], Event]:
-    """Register a no-op task that sets the returned event on its N_JOBS-th run."""
-    done = Event()
-    count = [0]
-
-    @runner.task(name="bench.noop")
-    def noop() -> None:
-        count[0] += 1
-        if count[0] == N_JOBS:
-            done.set()
-
-    # Warm up: a long-running app has its workers (and its file) already.
-    for job in [noop.delay() for _ in range(CONCURRENCY)]:
-        job.get(timeout=10)
-    count[0] = 0
-    return noop.delay, done
-
-
 def enqueue(kind: Kind) -> tuple[float, float]:
     """(us per delay() in the burst, us per job until the burst is committed)."""
     with tempfile.TemporaryDirectory() as directory:
         runner = new_runner(kind, directory)
-        delay, done = counting_task(runner)
+        delay, done = counting_task(runner, name="bench.noop")
 
         def burst() -> tuple[float, float]:
             start = time.perf_counter()
@@ -117,22 +92,7 @@ def enqueue(kind: Kind) -> tuple[float, float]:
 
 def enqueue_spawn() -> tuple[float, float]:
     """Microseconds per bare ``gevent.spawn`` of a no-op (twice: nothing to commit)."""
-    done = Event()
-    count = [0]
-
-    def noop() -> None:
-        count[0] += 1
-        if count[0] == N_JOBS:
-            done.set()
-
-    def burst() -> float:
-        start = time.perf_counter()
-        for _ in range(N_JOBS):
-            gevent.spawn(noop)
-        return (time.perf_counter() - start) / N_JOBS * 1e6
-
-    per_call: float = in_greenlet(burst)
-    done.wait(30)
+    per_call = bench_core.enqueue_spawn(lambda: gevent.spawn)
     return per_call, per_call
 
 
@@ -140,7 +100,7 @@ def throughput(kind: Kind) -> float:
     """Jobs per second, first ``delay()`` to every job done and committed."""
     with tempfile.TemporaryDirectory() as directory:
         runner = new_runner(kind, directory)
-        delay, done = counting_task(runner)
+        delay, done = counting_task(runner, name="bench.noop")
 
         def run() -> float:
             start = time.perf_counter()
@@ -236,24 +196,6 @@ def busy_commit(kind: Kind) -> float:
         return per_job
 
 
-def throughput_pool() -> float:
-    """Jobs per second through a bare ``gevent.pool.Pool(100).spawn``."""
-    pool = gevent.pool.Pool(CONCURRENCY)
-
-    def noop() -> None:
-        pass
-
-    def run() -> float:
-        start = time.perf_counter()
-        for _ in range(N_JOBS):
-            pool.spawn(noop)
-        pool.join()
-        return N_JOBS / (time.perf_counter() - start)
-
-    rate: float = in_greenlet(run)
-    return rate
-
-
 def lookup() -> float:
     """Microseconds per ``runner.job(id)`` of a finished job run by another runner."""
     with tempfile.TemporaryDirectory() as directory:
@@ -278,10 +220,6 @@ def lookup() -> float:
         return per_call
 
 
-def median(repeats: int, measure: Callable[[], float]) -> float:
-    return statistics.median(measure() for _ in range(repeats))
-
-
 def medians(repeats: int, measure: Callable[[], tuple[float, float]]) -> tuple[float, float]:
     runs = [measure() for _ in range(repeats)]
     return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
@@ -297,12 +235,12 @@ def main(repeats: int = 5) -> list[tuple[str, str, dict[str, float], str]]:
     stalls: dict[str, float] = {"gevent": float("nan")}
     busy: dict[str, float] = {"gevent": float("nan")}
     calls["gevent"], committed["gevent"] = medians(repeats, enqueue_spawn)
-    rates["gevent"] = median(repeats, throughput_pool)
+    rates["gevent"] = median_of(repeats, throughput_pool)
     for kind in KINDS:
         calls[kind], committed[kind] = medians(repeats, functools.partial(enqueue, kind))
-        rates[kind] = median(repeats, functools.partial(throughput, kind))
-        stalls[kind] = median(repeats, functools.partial(stall, kind))
-        busy[kind] = median(repeats, functools.partial(busy_commit, kind))
+        rates[kind] = median_of(repeats, functools.partial(throughput, kind))
+        stalls[kind] = median_of(repeats, functools.partial(stall, kind))
+        busy[kind] = median_of(repeats, functools.partial(busy_commit, kind))
     rows = [
         ("enqueue, the caller's cost", "us/job", calls, "<= 20"),
         ("enqueue, amortised until committed", "us/job", committed, "<= 20"),
@@ -327,7 +265,7 @@ def main(repeats: int = 5) -> list[tuple[str, str, dict[str, float], str]]:
         )
         cells = " | ".join(f"{values[column]:,.1f}" for column in columns)
         lines.append(f"| {metric} | {unit} | {cells} | {target} | {met} |")
-    lookup_us = median(repeats, lookup)
+    lookup_us = median_of(repeats, lookup)
     lines.append(f"| status lookup from another runner | us/call | | | {lookup_us:,.1f} | | | |")
     print("\n".join(lines))  # noqa: T201
     return rows

@@ -33,11 +33,18 @@ from serving_helpers import (
 
 from taskrun.gunicorn import DEFAULT_RECYCLE_GRACE, RECYCLE_GRACE_ENV, recycle_grace
 
-BOOT = 20.0  # seconds a gunicorn gets to answer its first request
+BOOT = 40.0  # seconds a gunicorn gets to answer its first request
 GUNICORNC = str(Path(sys.executable).with_name("gunicornc"))  # gunicorn's control client
 
 
-@pytest.mark.timeout(60)
+def start_job(url: str, out: Path, name: str, sleep: int) -> tuple[str, str]:
+    """Enqueue job ``name`` sleeping ``sleep`` s; once a worker runs it, return (job id, worker)."""
+    job_id, worker = http_get(f"{url}/enqueue?id={name}&sleep={sleep}")[1].split()
+    wait_for(lambda: f"started {name} {worker}" in lines(out), 10, "the job to start")
+    return job_id, worker
+
+
+@pytest.mark.timeout(120)
 def test_sigterm_lets_a_running_job_finish_and_every_process_exits_within_the_grace_period(
     tmp_path: Path,
 ) -> None:
@@ -47,8 +54,7 @@ def test_sigterm_lets_a_running_job_finish_and_every_process_exits_within_the_gr
     with run_process(command, app_env(out), tmp_path / "gunicorn.log") as served:
         url = gunicorn_url(served, BOOT)
         workers = wait_workers_ready(served, 2, BOOT)
-        _, worker = http_get(url + "/enqueue?id=a&sleep=2")[1].split()
-        wait_for(lambda: f"started a {worker}" in lines(out), 10, "the job to start")
+        _, worker = start_job(url, out, "a", sleep=2)
 
         served.signal(signal.SIGTERM)
         # A bound, not a speed test: the master SIGKILLs workers once the
@@ -63,7 +69,7 @@ def test_sigterm_lets_a_running_job_finish_and_every_process_exits_within_the_gr
         assert "SIGKILL" not in served.log_text()
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_max_requests_recycle_lets_a_running_job_finish_without_a_worker_timeout(
     tmp_path: Path,
 ) -> None:
@@ -93,15 +99,14 @@ def test_max_requests_recycle_lets_a_running_job_finish_without_a_worker_timeout
         assert served.wait_exit(timeout=20) == 0
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_quick_shutdown_kills_running_jobs_at_once(tmp_path: Path) -> None:
     out = tmp_path / "jobs.txt"
     command = gunicorn_command("jobs_app:app", "-w", "1", "--graceful-timeout", "60")
     with run_process(command, app_env(out), tmp_path / "gunicorn.log") as served:
         url = gunicorn_url(served, BOOT)
         wait_workers_ready(served, 1, BOOT)
-        job_id, worker = http_get(url + "/enqueue?id=a&sleep=60")[1].split()
-        wait_for(lambda: f"started a {worker}" in lines(out), 10, "the job to start")
+        job_id, worker = start_job(url, out, "a", sleep=60)
 
         served.signal(signal.SIGINT)  # the master sends SIGQUIT to its workers
         code = served.wait_exit(timeout=15)
@@ -111,15 +116,14 @@ def test_quick_shutdown_kills_running_jobs_at_once(tmp_path: Path) -> None:
         assert job_id in served.log_text()  # reported as cancelled
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_quick_shutdown_during_a_graceful_drain_kills_the_jobs_at_once(tmp_path: Path) -> None:
     out = tmp_path / "jobs.txt"
     command = gunicorn_command("jobs_app:app", "-w", "1", "--graceful-timeout", "60")
     with run_process(command, app_env(out), tmp_path / "gunicorn.log") as served:
         url = gunicorn_url(served, BOOT)
         wait_workers_ready(served, 1, BOOT)
-        job_id, worker = http_get(url + "/enqueue?id=a&sleep=60")[1].split()
-        wait_for(lambda: f"started a {worker}" in lines(out), 10, "the job to start")
+        job_id, worker = start_job(url, out, "a", sleep=60)
         served.signal(signal.SIGTERM)
         served.wait_log(r"letting jobs finish within", 10)
 
@@ -131,7 +135,7 @@ def test_quick_shutdown_during_a_graceful_drain_kills_the_jobs_at_once(tmp_path:
         assert job_id in served.log_text()  # reported as cancelled
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_preloaded_periodic_job_runs_once_per_slot_across_three_workers(tmp_path: Path) -> None:
     out = tmp_path / "ticks.txt"
     env = app_env(out, TASKRUN_TEST_LOCK=str(tmp_path / "leader.lock"))
@@ -156,7 +160,7 @@ def control_answer(control: Path, command: str) -> dict[str, Any] | None:
     return json.loads(done.stdout) if done.returncode == 0 else None
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_a_preloading_master_still_replaces_a_killed_worker_and_answers_its_control_socket(
     tmp_path: Path,
 ) -> None:
@@ -184,7 +188,7 @@ def test_a_preloading_master_still_replaces_a_killed_worker_and_answers_its_cont
     )
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_flask_factory_app_runner_is_found_in_its_extension(tmp_path: Path) -> None:
     out = tmp_path / "jobs.txt"
     command = gunicorn_command("flask_app:create_app()", "-w", "1")
@@ -198,7 +202,7 @@ def test_flask_factory_app_runner_is_found_in_its_extension(tmp_path: Path) -> N
         assert served.wait_exit(timeout=20) == 0
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_several_workers_with_memory_store_warn_to_share_a_store(tmp_path: Path) -> None:
     command = gunicorn_command("jobs_app:app", "-w", "2")
     with run_process(command, app_env(tmp_path / "jobs.txt"), tmp_path / "g.log") as served:
@@ -210,7 +214,7 @@ def test_several_workers_with_memory_store_warn_to_share_a_store(tmp_path: Path)
     assert served.log_text().count(advice) == 2
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_requests_are_served_while_a_thread_job_does_pillow_work(tmp_path: Path) -> None:
     out = tmp_path / "jobs.txt"
     command = gunicorn_command("jobs_app:app", "-w", "1")
@@ -232,7 +236,7 @@ def test_requests_are_served_while_a_thread_job_does_pillow_work(tmp_path: Path)
     assert answers.count(200) == len(answers) > 0
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_taskrun_hooks_on_gunicorns_gevent_worker_let_a_running_job_finish_on_sigterm(
     tmp_path: Path,
 ) -> None:
@@ -244,8 +248,7 @@ def test_taskrun_hooks_on_gunicorns_gevent_worker_let_a_running_job_finish_on_si
     with run_process(command, app_env(out), tmp_path / "gunicorn.log") as served:
         url = gunicorn_url(served, BOOT)
         [worker_pid] = wait_workers_ready(served, 1, BOOT)  # post_worker_init started the runner
-        _, worker = http_get(url + "/enqueue?id=h&sleep=2")[1].split()
-        wait_for(lambda: f"started h {worker}" in lines(out), 10, "the job to start")
+        _, worker = start_job(url, out, "h", sleep=2)
 
         served.signal(signal.SIGTERM)
         code = served.wait_exit(timeout=10)

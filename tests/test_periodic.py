@@ -143,15 +143,24 @@ def test_periodic_task_is_still_a_task(manual: ManualClock) -> None:
     assert poll.name == "poll"
 
 
-def test_overlapping_run_is_skipped_and_counted(manual: ManualClock) -> None:
-    runner = make_runner(manual)
+def blocking_periodic(
+    runner: TaskRunner, manual: ManualClock, *, overlap: bool = False
+) -> tuple[Event, list[datetime]]:
+    """Register a one-minute periodic job that records its starts and waits for the event."""
     release = Event()
     starts: list[datetime] = []
 
-    @runner.periodic(every(minutes=1))
+    @runner.periodic(every(minutes=1), overlap=overlap)
     def slow() -> None:
         starts.append(manual.now())
         release.wait(5)
+
+    return release, starts
+
+
+def test_overlapping_run_is_skipped_and_counted(manual: ManualClock) -> None:
+    runner = make_runner(manual)
+    release, starts = blocking_periodic(runner, manual)
 
     with runner:
         manual.advance(60)
@@ -168,13 +177,7 @@ def test_overlapping_run_is_skipped_and_counted(manual: ManualClock) -> None:
 
 def test_overlap_allowed_runs_concurrently(manual: ManualClock) -> None:
     runner = make_runner(manual)
-    release = Event()
-    starts: list[datetime] = []
-
-    @runner.periodic(every(minutes=1), overlap=True)
-    def slow() -> None:
-        starts.append(manual.now())
-        release.wait(5)
+    release, starts = blocking_periodic(runner, manual, overlap=True)
 
     with runner:
         manual.advance(60)

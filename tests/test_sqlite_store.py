@@ -53,6 +53,13 @@ def sqlite_runner(make_runner: MakeRunner, path: Path, **options: Any) -> TaskRu
     return make_runner(store=f"sqlite://{path}", lock_path=None, **options)
 
 
+@pytest.fixture
+def two_runners(make_runner: MakeRunner, tmp_path: Path) -> tuple[TaskRunner, TaskRunner]:
+    """Two started runners on one store file, as two workers of an app would have."""
+    path = tmp_path / "taskrun.db"
+    return sqlite_runner(make_runner, path), sqlite_runner(make_runner, path)
+
+
 def query(path: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     """Run ``sql`` on the file through a connection of its own."""
     conn = sqlite3.connect(path, isolation_level=None, timeout=5)
@@ -83,11 +90,9 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 def test_a_finished_job_is_seen_with_its_result_by_another_runner_on_the_file(
-    make_runner: MakeRunner, tmp_path: Path
+    two_runners: tuple[TaskRunner, TaskRunner],
 ) -> None:
-    path = tmp_path / "taskrun.db"
-    owner = sqlite_runner(make_runner, path)
-    viewer = sqlite_runner(make_runner, path)
+    owner, viewer = two_runners
 
     @owner.task(name="double")
     def double(value: int) -> int:
@@ -110,11 +115,9 @@ def test_a_finished_job_is_seen_with_its_result_by_another_runner_on_the_file(
 
 
 def test_a_failed_job_seen_from_another_runner_reraises_the_tasks_own_exception(
-    make_runner: MakeRunner, tmp_path: Path
+    two_runners: tuple[TaskRunner, TaskRunner],
 ) -> None:
-    path = tmp_path / "taskrun.db"
-    owner = sqlite_runner(make_runner, path)
-    viewer = sqlite_runner(make_runner, path)
+    owner, viewer = two_runners
 
     @owner.task(name="fail")
     def fail(code: int) -> None:
@@ -134,11 +137,9 @@ def test_a_failed_job_seen_from_another_runner_reraises_the_tasks_own_exception(
 
 
 def test_get_waits_for_a_job_running_in_another_runner(
-    make_runner: MakeRunner, tmp_path: Path
+    two_runners: tuple[TaskRunner, TaskRunner],
 ) -> None:
-    path = tmp_path / "taskrun.db"
-    owner = sqlite_runner(make_runner, path)
-    viewer = sqlite_runner(make_runner, path)
+    owner, viewer = two_runners
     release = Event()
 
     @owner.task(name="slow")
@@ -165,11 +166,9 @@ def test_a_job_unknown_to_every_runner_is_none(make_runner: MakeRunner, tmp_path
 
 
 def test_a_job_can_be_cancelled_from_another_runner_while_it_runs(
-    make_runner: MakeRunner, tmp_path: Path
+    two_runners: tuple[TaskRunner, TaskRunner],
 ) -> None:
-    path = tmp_path / "taskrun.db"
-    owner = sqlite_runner(make_runner, path)
-    viewer = sqlite_runner(make_runner, path)
+    owner, viewer = two_runners
     started = Event()
 
     @owner.task(name="long")
@@ -191,11 +190,9 @@ def test_a_job_can_be_cancelled_from_another_runner_while_it_runs(
 
 
 def test_each_periodic_slot_is_claimed_by_one_runner_only(
-    make_runner: MakeRunner, tmp_path: Path
+    two_runners: tuple[TaskRunner, TaskRunner],
 ) -> None:
-    path = tmp_path / "taskrun.db"
-    first = sqlite_runner(make_runner, path)
-    second = sqlite_runner(make_runner, path)
+    first, second = two_runners
 
     assert first.store.claim_slot("warm_cache", 1_800_000_000.0) is True
     assert second.store.claim_slot("warm_cache", 1_800_000_000.0) is False
@@ -612,7 +609,7 @@ def kill(proc: subprocess.Popen[str]) -> None:
     proc.wait(timeout=10)
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_every_job_a_killed_producer_accepted_runs_in_the_next_process(
     tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
@@ -655,7 +652,7 @@ def test_every_job_a_killed_producer_accepted_runs_in_the_next_process(
     assert "took over" in (tmp_path / "consume.log").read_text()
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_get_waits_for_a_job_running_in_another_process(
     make_runner: MakeRunner, tmp_path: Path
 ) -> None:
@@ -679,7 +676,7 @@ def test_get_waits_for_a_job_running_in_another_process(
 
 # -- gunicorn workers sharing one store ---------------------------------------------------------
 
-BOOT = 20.0  # seconds a gunicorn gets to answer with all its workers
+BOOT = 40.0  # seconds a gunicorn gets to answer with all its workers
 
 
 def _serve_store_app(tmp_path: Path, **env: str) -> tuple[list[str], dict[str, str]]:
@@ -688,7 +685,7 @@ def _serve_store_app(tmp_path: Path, **env: str) -> tuple[list[str], dict[str, s
     return command, environ
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_a_job_enqueued_through_one_gunicorn_worker_is_polled_to_success_through_the_others(
     tmp_path: Path,
 ) -> None:

@@ -11,7 +11,7 @@ import pytest
 from gevent.event import Event
 from serving_helpers import http_get
 
-from taskrun import ConfigError, JobState, TaskRunner
+from taskrun import ConfigError, Job, JobState, TaskRunner
 from taskrun.wsgi import Server, check_grace, parse_bind
 
 WAIT = 10.0  # seconds any single wait in these tests may take
@@ -128,10 +128,8 @@ def test_stop_lets_running_jobs_finish_after_the_requests(
     assert not runner.is_running
 
 
-def test_stop_cancels_a_job_still_running_when_the_grace_period_ends(
-    serving: tuple[Server, SlowApp, TaskRunner],
-) -> None:
-    server, _, runner = serving
+def start_sleeping_job(runner: TaskRunner) -> Job[None]:
+    """Enqueue a job that sleeps for a minute and let it start."""
 
     @runner.task
     def sleep_long() -> None:
@@ -139,6 +137,14 @@ def test_stop_cancels_a_job_still_running_when_the_grace_period_ends(
 
     job = sleep_long.delay()
     gevent.sleep(0)
+    return job
+
+
+def test_stop_cancels_a_job_still_running_when_the_grace_period_ends(
+    serving: tuple[Server, SlowApp, TaskRunner],
+) -> None:
+    server, _, runner = serving
+    job = start_sleeping_job(runner)
 
     server.stop(grace=0.2)
 
@@ -149,13 +155,7 @@ def test_stop_now_cuts_a_stop_in_progress_short(
     serving: tuple[Server, SlowApp, TaskRunner],
 ) -> None:
     server, _, runner = serving
-
-    @runner.task
-    def sleep_long() -> None:
-        gevent.sleep(60)
-
-    job = sleep_long.delay()
-    gevent.sleep(0)
+    job = start_sleeping_job(runner)
     stopper = gevent.spawn(server.stop, 60)
     gevent.sleep(0.1)
 
