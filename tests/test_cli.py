@@ -17,7 +17,7 @@ from serving_helpers import Served, app_env, http_get, lines, run_process, wait_
 
 PYTHON_M = [sys.executable, "-m", "taskrun"]
 CONSOLE_SCRIPT = [str(Path(sys.executable).with_name("taskrun"))]
-BOOT = 20.0
+BOOT = 40.0
 
 
 def serving_url(served: Served) -> str:
@@ -25,7 +25,7 @@ def serving_url(served: Served) -> str:
     return served.wait_log(r"serving on (http://\S+)", BOOT)[1]
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_sigterm_finishes_in_flight_request_and_running_job_then_exits_0(tmp_path: Path) -> None:
     out = tmp_path / "jobs.txt"
     command = [*PYTHON_M, "serve", "jobs_app:app", "--bind", "127.0.0.1:0", "--grace", "20"]
@@ -46,7 +46,7 @@ def test_sigterm_finishes_in_flight_request_and_running_job_then_exits_0(tmp_pat
     assert any(line.startswith("finished a") for line in lines(out)), served.log_text()
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_second_signal_kills_running_job_at_once_and_exits_0(tmp_path: Path) -> None:
     out = tmp_path / "jobs.txt"
     command = [*PYTHON_M, "serve", "jobs_app", "--bind", "127.0.0.1:0", "--grace", "60"]
@@ -66,7 +66,7 @@ def test_second_signal_kills_running_job_at_once_and_exits_0(tmp_path: Path) -> 
     assert job_id in served.log_text()  # reported as cancelled
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_console_script_serves_a_flask_factory_and_finds_its_runner(tmp_path: Path) -> None:
     out = tmp_path / "jobs.txt"
     command = [*CONSOLE_SCRIPT, "serve", "flask_app:create_app('cli-test')", "-b", "127.0.0.1:0"]
@@ -80,7 +80,7 @@ def test_console_script_serves_a_flask_factory_and_finds_its_runner(tmp_path: Pa
     assert "found no TaskRunner" not in served.log_text()
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_explicit_runner_option_names_the_runner(tmp_path: Path) -> None:
     out = tmp_path / "jobs.txt"
     command = [

@@ -41,7 +41,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-BOOT = 20.0  # seconds the app (and its SMTP server) get to come up
+BOOT = 40.0  # seconds the app (and its SMTP server) get to come up
 JOB = 15.0  # seconds the page gets to show a job's end
 GRACE = 5  # the app's grace period on SIGTERM, in seconds
 #: The app's upload limit here: small, so that exceeding it is quick.
@@ -123,7 +123,7 @@ def shown_job(page: Page, selector: str) -> dict[str, Any]:
     return document
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_page_signs_up_uploads_and_shows_the_finished_report_in_chromium(tmp_path: Path) -> None:
     require_chromium()
     data = tmp_path / "data"

@@ -32,7 +32,7 @@ from serving_helpers import (
     wait_workers_ready,
 )
 
-BOOT = 20.0  # seconds a server gets to listen with its workers ready
+BOOT = 40.0  # seconds a server gets to listen with its workers ready
 JOB = 20.0  # seconds a job gets to finish
 GRACE = 10  # the servers' grace period on SIGTERM, in seconds
 HTTP_TIMEOUT = (3.05, 10.0)
@@ -101,7 +101,7 @@ def exit_cleanly(served: Served, workers: set[int]) -> None:
 # -- gunicorn ------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_signup_thumbnail_and_report_round_trip_through_two_gunicorn_workers(
     tmp_path: Path,
 ) -> None:
@@ -151,7 +151,7 @@ def test_signup_thumbnail_and_report_round_trip_through_two_gunicorn_workers(
     assert report["result"]["welcome_emails_sent"] == 1
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_preloaded_app_is_imported_after_patching_and_nothing_starts_in_the_master(
     tmp_path: Path,
 ) -> None:
@@ -186,7 +186,7 @@ def test_preloaded_app_is_imported_after_patching_and_nothing_starts_in_the_mast
 # -- taskrun serve ---------------------------------------------------------------------
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_taskrun_serve_runs_the_example_factory_and_sends_the_welcome_email(
     tmp_path: Path,
 ) -> None:
