@@ -8,7 +8,6 @@ and says how to run it.
 from __future__ import annotations
 
 import gc
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from types import TracebackType
@@ -16,6 +15,7 @@ from typing import Any
 
 import gevent
 import pytest
+import serving_helpers
 from flask import Flask
 from flask.testing import FlaskClient
 from gevent import monkey
@@ -114,14 +114,7 @@ def wait_for() -> WaitFor:
     """
 
     def wait(check: Callable[[], Any], what: str, timeout: float = 5.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = check()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                pytest.fail(f"timed out after {timeout} s waiting for {what}", pytrace=False)
-            gevent.sleep(0.001)
+        return serving_helpers.wait_for(check, timeout, what, step=0.001)
 
     return wait
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import gevent
 import pytest
 from gevent.event import Event
+from serving_helpers import wait_for
 
 from taskrun import ConfigError, JobState, ManualClock, TaskRunner
 from taskrun.periodic import catch_up, first_slot, jitter_delay, missed_slots, next_slot
@@ -505,15 +506,6 @@ def read_runs(path: Path) -> list[tuple[int, int]]:
         return []
     rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
     return [(int(pid), int(slot)) for pid, slot in rows]
-
-
-def wait_for(predicate: object, deadline_s: float, what: str) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {deadline_s} s waiting for {what}")
 
 
 @pytest.mark.timeout(60)
