@@ -35,7 +35,7 @@ from bench_core import CONCURRENCY, N_JOBS, counting_task, in_greenlet, median_o
 from gevent.event import Event
 
 from taskrun import TaskRunner
-from taskrun.sqlite_store import SqliteStore
+from taskrun.stores.sqlite.store import SqliteStore
 
 LOOKUPS = 2_000
 BURST = 500

@@ -16,7 +16,7 @@ from taskrun.errors import TaskrunError as TaskrunError
 from taskrun.errors import WaitTimeout as WaitTimeout
 from taskrun.jobs import Job as Job
 from taskrun.jobs import JobState as JobState
-from taskrun.periodic import PeriodicInfo as PeriodicInfo
+from taskrun.periodic.policy import PeriodicInfo as PeriodicInfo
 from taskrun.runner import TaskRunner as TaskRunner
 from taskrun.schedules import crontab as crontab
 from taskrun.schedules import every as every

@@ -23,7 +23,7 @@ from typing import Any
 
 from gevent import monkey
 
-from taskrun.store import MemoryStore
+from taskrun.stores.memory import MemoryStore
 
 logger = logging.getLogger(__name__)
 

@@ -32,11 +32,6 @@ class Clock(Protocol):
         ...
 
 
-def utcnow(clock: Clock) -> datetime:
-    """Return the clock's time as an aware UTC datetime."""
-    return datetime.fromtimestamp(clock.time(), UTC)
-
-
 class SystemClock:
     """The real clock: ``time.time()``; sleeping lets real time pass."""
 

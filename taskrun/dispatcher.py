@@ -45,7 +45,7 @@ from taskrun.errors import QueueFull
 from taskrun.executors import ContextFactory, JobExecutor
 from taskrun.jobs import Job, JobState
 from taskrun.options import retry_delay, should_retry
-from taskrun.store import ResultStore
+from taskrun.stores.base import ResultStore
 
 logger = logging.getLogger(__name__)
 

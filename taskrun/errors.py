@@ -47,10 +47,6 @@ class JobLost(TaskrunError):
     """The job's result is no longer available (evicted or never recorded)."""
 
 
-class UnknownJob(TaskrunError, LookupError):
-    """No job with the given id is known to the runner."""
-
-
 class NotSerializable(TaskrunError, TypeError):
     """A job's arguments cannot be stored in a durable store."""
 

@@ -2,8 +2,8 @@
 
 A *task* is the function; a *job* is one run of it.  A :class:`Job` is
 created by ``Task.delay``/``apply_async``, moves through the
-:class:`JobState` values allowed by :data:`TRANSITIONS`, and can be waited
-on with :meth:`Job.get` from any greenlet of the process that owns it.
+:class:`JobState` values, and can be waited on with :meth:`Job.get` from
+any greenlet of the process that owns it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Any, Generic, Protocol, TypeVar
 from gevent.event import Event
 
 from taskrun.errors import JobCancelled, JobLost, WaitTimeout
-from taskrun.options import TaskOptions, seconds
+from taskrun.options import TaskOptions
+from taskrun.validation import seconds
 
 R = TypeVar("R")
 
@@ -36,26 +37,6 @@ class JobState(StrEnum):
 
 
 FINISHED = frozenset({JobState.SUCCESS, JobState.FAILURE, JobState.CANCELLED})
-
-#: The allowed moves between states.  ``STARTED -> PENDING`` hands a job
-#: back (a graceful shutdown's deadline with a durable store).
-TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    JobState.SCHEDULED: frozenset({JobState.PENDING, JobState.CANCELLED}),
-    JobState.PENDING: frozenset({JobState.STARTED, JobState.CANCELLED}),
-    JobState.STARTED: frozenset(
-        {JobState.SUCCESS, JobState.FAILURE, JobState.RETRY, JobState.CANCELLED, JobState.PENDING}
-    ),
-    JobState.RETRY: frozenset({JobState.PENDING, JobState.CANCELLED}),
-    JobState.SUCCESS: frozenset(),
-    JobState.FAILURE: frozenset(),
-    JobState.CANCELLED: frozenset(),
-}
-
-
-def can_move(current: JobState, new: JobState) -> bool:
-    """Return whether a job in state ``current`` may move to ``new``."""
-    return new in TRANSITIONS[current]
-
 
 # Ids are made 256 at a time from one os.urandom() call: the system call is
 # most of the cost of an id, and an id is most of the cost of ``delay()``.

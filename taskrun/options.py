@@ -6,13 +6,12 @@ time rather than on the first run.
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Literal
 
 from taskrun.errors import ConfigError
+from taskrun.validation import non_negative_int, seconds
 
 Executor = Literal["greenlet", "thread"]
 EXECUTORS: tuple[Executor, ...] = ("greenlet", "thread")
@@ -45,11 +44,7 @@ class TaskOptions:
     executor: Executor = "greenlet"
 
     def __post_init__(self) -> None:
-        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
-            raise ConfigError(
-                f"retries must be a whole number >= 0, got {self.retries!r}; "
-                "use retries=0 for no retries"
-            )
+        non_negative_int("retries", self.retries, "use retries=0 for no retries")
         # Frozen: normalise through object.__setattr__ (a timedelta becomes float seconds).
         object.__setattr__(self, "retry_delay", seconds("retry_delay", self.retry_delay))
         if not isinstance(self.retry_backoff, int | float) or self.retry_backoff < 1:
@@ -71,29 +66,6 @@ class TaskOptions:
                 f"executor must be one of {EXECUTORS!r}, got {self.executor!r}; "
                 'use "thread" for blocking or CPU-bound work'
             )
-
-
-def seconds(name: str, value: float | timedelta, *, positive: bool = False) -> float:
-    """Return the duration ``value`` as float seconds; every public duration goes through here.
-
-    :param name: the option or argument, as the error message names it.
-    :param value: a number of seconds (not a bool) or a ``timedelta``.
-    :param positive: refuse zero too (default: refuse only negative values).
-    :raises ConfigError: for another type, a negative (or zero) value, NaN or infinity.
-    """
-    number = value.total_seconds() if isinstance(value, timedelta) else value
-    if (
-        isinstance(number, int | float)
-        and not isinstance(number, bool)
-        and math.isfinite(number)
-        and (number > 0 or (not positive and number == 0))
-    ):
-        return float(number)
-    bound = "> 0" if positive else ">= 0"
-    raise ConfigError(
-        f"{name} must be a number of seconds {bound}, got {value!r}; "
-        f"pass a finite number or a timedelta, e.g. {name}=30"
-    )
 
 
 def retry_delay(options: TaskOptions, failed_attempts: int, rand: random.Random) -> float:

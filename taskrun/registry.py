@@ -15,10 +15,11 @@ from datetime import datetime, timedelta
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from taskrun.errors import ConfigError
-from taskrun.options import Executor, TaskOptions, seconds
-from taskrun.periodic import PeriodicEntry
+from taskrun.options import Executor, TaskOptions
+from taskrun.periodic.policy import PeriodicEntry
 from taskrun.schedules import Schedule
 from taskrun.tasks import Submitter, Task
+from taskrun.validation import seconds
 
 P = ParamSpec("P")
 R = TypeVar("R")

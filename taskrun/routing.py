@@ -26,7 +26,8 @@ from taskrun.errors import QueueFull
 from taskrun.jobs import Job, JobState, TaskLike
 from taskrun.scheduler import Scheduler
 from taskrun.settings import RunnerSettings
-from taskrun.store import MemoryStore, ResultStore
+from taskrun.stores.base import ResultStore
+from taskrun.stores.memory import MemoryStore
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,16 +33,16 @@ from taskrun.clock import Clock, SystemClock
 from taskrun.dispatcher import Dispatcher
 from taskrun.errors import RunnerNotRunning
 from taskrun.jobs import Job, JobState
-from taskrun.leader import LeaderLock
-from taskrun.lock_paths import LockPathOption, check_lock_name, leader_lock_path
-from taskrun.options import seconds
-from taskrun.periodic import PeriodicInfo
+from taskrun.periodic.leader import LeaderLock
+from taskrun.periodic.lock_paths import LockPathOption, check_lock_name, leader_lock_path
+from taskrun.periodic.policy import PeriodicInfo
 from taskrun.registry import TaskRegistry
 from taskrun.routing import JobRouter
 from taskrun.scheduler import Scheduler
-from taskrun.settings import DEFAULT, RunnerSettings, make_store
-from taskrun.store import ResultStore
+from taskrun.settings import RunnerSettings
+from taskrun.stores.base import ResultStore, make_store
 from taskrun.tasks import Task
+from taskrun.validation import DEFAULT, seconds
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +79,8 @@ class TaskRunner(TaskRegistry):
     :param store: where jobs are kept: ``None`` or ``"memory"`` (this
         process only), or a shared SQLite file, ``"sqlite:///var/lib/app/taskrun.db"``
         or a plain path, so that jobs survive crashes and deploys and every
-        worker process sees every job (see :mod:`taskrun.sqlite_store`); or a
-        :class:`~taskrun.store.ResultStore` object.
+        worker process sees every job (see :mod:`taskrun.stores.sqlite.store`); or a
+        :class:`~taskrun.stores.base.ResultStore` object.
     :raises ConfigError: for an out-of-range option.
     """
 

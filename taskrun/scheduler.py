@@ -10,7 +10,7 @@ PENDING and waits in a FIFO overflow, which the dispatcher's workers drain
 as they free up (one warning when the overflow starts, one info line when
 it empties).  Periodic entries, and the leader lock that decides whether
 their slots run here, are handed to a
-:class:`~taskrun.periodic_timer.PeriodicTimer` as they come due.
+:class:`~taskrun.periodic.timer.PeriodicTimer` as they come due.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from gevent.greenlet import Greenlet
 from taskrun.clock import Clock
 from taskrun.dispatcher import Dispatcher
 from taskrun.jobs import Job, JobControl, JobState
-from taskrun.leader import LeaderLock
-from taskrun.periodic import PeriodicEntry
-from taskrun.periodic_timer import LeaderTick, PeriodicTimer
-from taskrun.store import ResultStore
+from taskrun.periodic.leader import LeaderLock
+from taskrun.periodic.policy import PeriodicEntry
+from taskrun.periodic.timer import LeaderTick, PeriodicTimer
+from taskrun.stores.base import ResultStore
 
 logger = logging.getLogger(__name__)
 

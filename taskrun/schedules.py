@@ -20,8 +20,6 @@ DST follows Debian cron.  What cronsim 2.8 does (pinned by the tests):
 
 from __future__ import annotations
 
-import math
-import random
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 
 from taskrun.errors import InvalidSchedule
+from taskrun.validation import as_seconds
 
 __all__ = ["CronSchedule", "IntervalSchedule", "Schedule", "crontab", "every"]
 
@@ -261,11 +260,10 @@ def crontab(
 
 
 def _seconds(name: str, value: object) -> float:
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    number = as_seconds(value)
+    if number is None:
         raise InvalidSchedule(f"{name} must be a finite number of seconds, got {value!r}")
-    return float(value)
+    return number
 
 
 def _plain(number: float) -> int | float:
@@ -279,8 +277,7 @@ class IntervalSchedule:
     :param interval: a positive duration.
     :param jitter: up to this many extra seconds per run; ``0 <= jitter < interval``.
         The scheduler derives each run's delay from the task name and the slot
-        (:func:`taskrun.periodic.jitter_delay`), so every process agrees on it;
-        :meth:`jittered` draws one at random instead.
+        (:func:`taskrun.periodic.policy.jitter_delay`), so every process agrees on it.
     :raises InvalidSchedule: if either value is out of range.
     """
 
@@ -318,16 +315,6 @@ class IntervalSchedule:
         :raises InvalidSchedule: if ``dt`` is naive.  Jitter is not applied here.
         """
         return (_utc(dt) + self.interval).astimezone(dt.tzinfo)
-
-    def jittered(self, due: datetime, rand: random.Random | None = None) -> datetime:
-        """Return ``due`` plus a uniform random 0 to ``jitter`` seconds.
-
-        :param rand: the random source; ``None`` uses the :mod:`random` module.
-        :raises InvalidSchedule: if ``due`` is naive.
-        """
-        uniform = rand.uniform if rand is not None else random.uniform
-        delay = uniform(0, self.jitter) if self.jitter else 0.0
-        return (_utc(due) + timedelta(seconds=delay)).astimezone(due.tzinfo)
 
 
 def every(

@@ -9,7 +9,6 @@ function's return type.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar
@@ -17,6 +16,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 from taskrun.errors import ConfigError
 from taskrun.jobs import Job
 from taskrun.options import TaskOptions
+from taskrun.validation import as_seconds
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -148,9 +148,9 @@ def check_when(
         return 0.0, eta.timestamp()
     if countdown is None:
         return 0.0, None
-    seconds = countdown.total_seconds() if isinstance(countdown, timedelta) else countdown
-    if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+    seconds = as_seconds(countdown)
+    if seconds is None and not isinstance(countdown, int | float):
         raise ConfigError(f"countdown must be seconds or a timedelta, got {countdown!r}")
-    if seconds < 0 or not math.isfinite(seconds):
+    if seconds is None or seconds < 0:
         raise ConfigError(f"countdown must be >= 0 seconds, got {countdown!r}")
-    return float(seconds), None
+    return seconds, None

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import signal
 import socket
 import time
@@ -41,7 +40,7 @@ from taskrun.checks import warn_about_patching
 from taskrun.errors import ConfigError
 from taskrun.loading import find_runner, no_runner_message
 from taskrun.runner import TaskRunner
-from taskrun.settings import positive_int
+from taskrun.validation import positive_int, seconds
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger(__name__ + ".access")
@@ -73,21 +72,6 @@ def parse_bind(bind: str) -> tuple[str, int]:
             "e.g. 127.0.0.1:8000 (or port 0 for any free port)"
         )
     return host, port
-
-
-def check_grace(grace: object) -> float:
-    """Return ``grace`` as float seconds.
-
-    :raises ConfigError: unless it is a finite number >= 0.
-    """
-    if (
-        isinstance(grace, bool)
-        or not isinstance(grace, int | float)
-        or not math.isfinite(grace)
-        or grace < 0
-    ):
-        raise ConfigError(f"grace must be a number of seconds >= 0, got {grace!r}; e.g. grace=30")
-    return float(grace)
 
 
 class _Handler(WSGIHandler):
@@ -163,7 +147,7 @@ class Server:
         positive_int("connections", connections, f"e.g. connections={DEFAULT_CONNECTIONS}")
         self.app = app
         self.runner = runner if runner is not None else find_runner(app)
-        self.grace = check_grace(grace)
+        self.grace = seconds("grace", grace)
         self._listener = parse_bind(bind)
         self._server = _DrainingServer(
             self._listener,
@@ -222,7 +206,7 @@ class Server:
         if self._stopping:
             return
         self._stopping = True
-        deadline = time.monotonic() + (self.grace if grace is None else check_grace(grace))
+        deadline = time.monotonic() + (self.grace if grace is None else seconds("grace", grace))
         server = self._server
         server.draining = True
         server.close()

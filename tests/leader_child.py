@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from taskrun.leader import LeaderLock
+from taskrun.periodic.leader import LeaderLock
 
 LIFETIME = 20.0
 

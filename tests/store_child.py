@@ -32,7 +32,7 @@ import gevent  # noqa: E402
 from gevent.event import Event  # noqa: E402
 
 from taskrun import TaskRunner  # noqa: E402
-from taskrun.sqlite_store import SqliteStore  # noqa: E402
+from taskrun.stores.sqlite.store import SqliteStore  # noqa: E402
 
 CHUNK = 20
 

@@ -14,7 +14,7 @@ import pytest
 
 from taskrun import ManualClock, TaskRunner
 from taskrun.checks import late_ssl_modules, shared_store_problem, unpatched_problem
-from taskrun.store import MemoryStore
+from taskrun.stores.memory import MemoryStore
 
 
 def run_python(code: str) -> str:

@@ -11,7 +11,7 @@ import pytest
 from gevent.event import Event
 
 from taskrun import ConfigError, TaskRunner, WaitTimeout, every
-from taskrun.options import seconds
+from taskrun.validation import seconds
 
 
 @pytest.mark.parametrize(

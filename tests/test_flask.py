@@ -19,7 +19,7 @@ from gevent.greenlet import Greenlet
 from taskrun import ConfigError, ManualClock, TaskRunner, every
 from taskrun.checks import reloader_parent_problem
 from taskrun.flask import RequestData, init_app
-from taskrun.sqlite_store import SqliteStore
+from taskrun.stores.sqlite.store import SqliteStore
 
 Waiter = Callable[..., Any]
 

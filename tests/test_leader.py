@@ -17,8 +17,8 @@ from typing import TypeVar
 import pytest
 
 from taskrun.errors import ConfigError
-from taskrun.leader import LeaderLock
-from taskrun.lock_paths import app_lock_name, default_lock_path
+from taskrun.periodic.leader import LeaderLock
+from taskrun.periodic.lock_paths import app_lock_name, default_lock_path
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -18,8 +18,8 @@ from gevent.event import Event
 from serving_helpers import wait_for
 
 from taskrun import ConfigError, JobState, ManualClock, TaskRunner
-from taskrun.periodic import catch_up, first_slot, jitter_delay, missed_slots, next_slot
-from taskrun.periodic_timer import LEADER_RETRY
+from taskrun.periodic.policy import catch_up, first_slot, jitter_delay, missed_slots, next_slot
+from taskrun.periodic.timer import LEADER_RETRY
 from taskrun.schedules import crontab, every
 
 START = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -82,7 +82,10 @@ def test_catch_up_coalesces_missed_slots_into_one_run(
 
 def test_jitter_is_derived_from_task_and_slot_the_same_in_every_process() -> None:
     slot = START.timestamp()
-    code = "from taskrun.periodic import jitter_delay; print(repr(jitter_delay('tick', %r, 20)))"
+    code = (
+        "from taskrun.periodic.policy import jitter_delay; "
+        "print(repr(jitter_delay('tick', %r, 20)))"
+    )
     other = subprocess.run(
         [sys.executable, "-c", code % slot], capture_output=True, text=True, timeout=30, check=True
     )

@@ -40,10 +40,10 @@ from serving_helpers import (
 
 from taskrun import JobCancelled, JobState, QueueFull, TaskRunner, WaitTimeout
 from taskrun.errors import ConfigError, NotSerializable, StoreError
-from taskrun.sqlite_codec import encode_payload
-from taskrun.sqlite_procs import host_key
-from taskrun.sqlite_schema import LATEST, MIGRATIONS, connect, migrate
-from taskrun.sqlite_store import SqliteStore, store_path
+from taskrun.stores.sqlite.codec import encode_payload
+from taskrun.stores.sqlite.procs import host_key
+from taskrun.stores.sqlite.schema import LATEST, MIGRATIONS, connect, migrate
+from taskrun.stores.sqlite.store import SqliteStore, store_path
 
 MakeRunner = Callable[..., TaskRunner]
 

@@ -9,7 +9,7 @@ import pytest
 
 from taskrun import JobState, ManualClock, TaskRunner
 from taskrun.jobs import Job
-from taskrun.store import MemoryStore
+from taskrun.stores.memory import MemoryStore
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from gevent.event import Event
 from serving_helpers import http_get
 
 from taskrun import ConfigError, Job, JobState, TaskRunner
-from taskrun.wsgi import Server, check_grace, parse_bind
+from taskrun.wsgi import Server, parse_bind
 
 WAIT = 10.0  # seconds any single wait in these tests may take
 
@@ -67,9 +67,9 @@ def test_parse_bind_rejects_a_missing_or_bad_port(bind: str) -> None:
 
 
 @pytest.mark.parametrize("grace", [-1, float("inf"), "30", True])
-def test_check_grace_rejects_what_is_not_seconds(grace: object) -> None:
+def test_server_rejects_a_grace_that_is_not_seconds(grace: object) -> None:
     with pytest.raises(ConfigError, match=r"grace must be a number of seconds >= 0, got"):
-        check_grace(grace)
+        Server(SlowApp(), None, bind="127.0.0.1:0", grace=grace)  # type: ignore[arg-type]
 
 
 def test_server_answers_requests_once_started(serving: tuple[Server, SlowApp, TaskRunner]) -> None:

@@ -9,7 +9,7 @@ and at each slot, so it takes over promptly, and then runs once the slot its
 predecessor may have missed (the lock file and a durable store remember the
 last slot run).  Every process fires a slot at the same time: jitter is
 derived from the slot, not drawn.  The policies (catch-up, takeover,
-jitter) are the pure functions of :mod:`taskrun.periodic`; this module
+jitter) are the pure functions of :mod:`taskrun.periodic.policy`; this module
 applies them.
 """
 
@@ -22,10 +22,10 @@ from typing import Any
 from taskrun.dispatcher import Dispatcher
 from taskrun.errors import TaskrunError
 from taskrun.jobs import Job, JobControl
-from taskrun.leader import LeaderLock
-from taskrun.periodic import PeriodicEntry, catch_up, first_slot, jitter_delay
+from taskrun.periodic.leader import LeaderLock
+from taskrun.periodic.policy import PeriodicEntry, catch_up, first_slot, jitter_delay
 from taskrun.schedules import IntervalSchedule
-from taskrun.store import ResultStore
+from taskrun.stores.base import ResultStore
 
 # Logs as the scheduler: these records came from it before this module was
 # split off, and users may have configured that logger.

@@ -4,7 +4,7 @@
 the view into a task.  Per request it captures the view's URL arguments
 and, if the view asks for it, a :class:`RequestData` snapshot of the
 request, submits the job and answers ``202`` with a ``Location`` header to
-the job's status (:mod:`taskrun.flask_status`).  The view body then runs in
+the job's status (:mod:`taskrun.flask.status`).  The view body then runs in
 an app context but outside any request (see :mod:`taskrun.flask` for why).
 Both names are re-exported by :mod:`taskrun.flask`.
 """
@@ -16,14 +16,16 @@ import inspect
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 from flask import Response, jsonify, request
 from werkzeug.datastructures import ImmutableMultiDict
 
 from taskrun.errors import ConfigError, QueueFull
-from taskrun.flask_status import accepted_response
-from taskrun.runner import TaskRunner
+from taskrun.flask.status import accepted_response
+
+if TYPE_CHECKING:  # the runner imports this package lazily (runner.background)
+    from taskrun.runner import TaskRunner
 
 logger = logging.getLogger(__name__)
 

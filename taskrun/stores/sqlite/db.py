@@ -1,6 +1,6 @@
 """The shared store's SQL: every statement taskrun runs on the file, as plain functions.
 
-Each function takes an open connection (see :mod:`taskrun.sqlite_schema`)
+Each function takes an open connection (see :mod:`taskrun.stores.sqlite.schema`)
 and runs one short transaction; none touches gevent, so they run on the
 event loop or in a thread alike.  Write transactions start with ``BEGIN
 IMMEDIATE``: with ``busy_timeout=0`` a file locked by another process
@@ -16,8 +16,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from taskrun.sqlite_codec import JOB_COLUMNS
-from taskrun.sqlite_procs import ProcessInfo, is_alive
+from taskrun.stores.sqlite.codec import JOB_COLUMNS
+from taskrun.stores.sqlite.procs import ProcessInfo, is_alive
 
 __all__ = [
     "INSERT_JOB",
@@ -180,7 +180,7 @@ def claim(
 ) -> list[tuple[Any, ...]]:
     """Take up to ``limit`` unowned, unfinished jobs of the tasks ``names`` (in index order).
 
-    :returns: rows of :data:`~taskrun.sqlite_codec.JOB_COLUMNS` plus ``cancel_requested``.
+    :returns: rows of :data:`~taskrun.stores.sqlite.codec.JOB_COLUMNS` plus ``cancel_requested``.
     """
     with write_transaction(conn):
         return conn.execute(
@@ -222,7 +222,7 @@ def request_cancel(conn: sqlite3.Connection, job_id: str, now: float) -> bool | 
 
 
 def read_job(conn: sqlite3.Connection, job_id: str) -> tuple[Any, ...] | None:
-    """Return the row of :data:`~taskrun.sqlite_codec.JOB_COLUMNS` for ``job_id``, or ``None``."""
+    """Return the row of :data:`~.codec.JOB_COLUMNS` for ``job_id``, or ``None``."""
     row: tuple[Any, ...] | None = conn.execute(
         f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)
     ).fetchone()

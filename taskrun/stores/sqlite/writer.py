@@ -29,10 +29,10 @@ from gevent.event import Event
 from gevent.greenlet import Greenlet
 from gevent.threadpool import ThreadPool
 
-from taskrun import sqlite_db as db
 from taskrun.errors import StoreError
 from taskrun.jobs import FINISHED, Job
-from taskrun.sqlite_codec import encode_result
+from taskrun.stores.sqlite import db
+from taskrun.stores.sqlite.codec import encode_result
 
 __all__ = ["BUSY_LIMIT", "BatchWriter", "SqlRunner"]
 
@@ -148,7 +148,7 @@ class BatchWriter:
         self._greenlet = gevent.spawn(self._loop)
 
     def insert(self, job_id: str, row: tuple[Any, ...]) -> None:
-        """Queue a new job's row (see :data:`~taskrun.sqlite_db.INSERT_JOB`)."""
+        """Queue a new job's row (see :data:`~taskrun.stores.sqlite.db.INSERT_JOB`)."""
         self._batch.inserts[job_id] = row
         self._wake.set()
 
@@ -260,7 +260,7 @@ class BatchWriter:
 
 
 def _update_row(job: Job[Any], token: str, released: bool) -> tuple[Any, ...]:
-    """The parameters of :data:`~taskrun.sqlite_db.UPDATE_JOB` for ``job``'s current state."""
+    """The parameters of :data:`~.db.UPDATE_JOB` for the current state of ``job``."""
     runs = job._runs  # None until the job first starts, fails or finishes
     started = runs.started if runs is not None else None
     blob: bytes | None = None

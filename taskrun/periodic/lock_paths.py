@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from taskrun.errors import ConfigError
-from taskrun.settings import Default
+from taskrun.validation import Default
 
 __all__ = ["app_lock_name", "check_lock_name", "default_lock_path", "leader_lock_path"]
 

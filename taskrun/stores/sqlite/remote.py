@@ -17,12 +17,12 @@ from typing import Any
 
 import gevent
 
-from taskrun import sqlite_db as db
 from taskrun.clock import Clock
 from taskrun.errors import JobLost, StoreError
 from taskrun.jobs import Job, JobState, TaskLike
-from taskrun.sqlite_codec import job_from_row, refresh_from_row
-from taskrun.sqlite_writer import SqlRunner
+from taskrun.stores.sqlite import db
+from taskrun.stores.sqlite.codec import job_from_row, refresh_from_row
+from taskrun.stores.sqlite.writer import SqlRunner
 
 __all__ = ["RemoteJobs"]
 

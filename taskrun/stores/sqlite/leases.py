@@ -25,15 +25,16 @@ from typing import Any
 import gevent
 from gevent.threadpool import ThreadPool
 
-from taskrun import sqlite_db as db
 from taskrun.clock import Clock
 from taskrun.errors import JobLost, StoreError
 from taskrun.jobs import Job, JobState
-from taskrun.sqlite_codec import decode_payload, job_from_row
-from taskrun.sqlite_procs import ProcessInfo
-from taskrun.sqlite_schema import connect
-from taskrun.sqlite_writer import BatchWriter, SqlRunner
-from taskrun.store import MemoryStore, StoreHost
+from taskrun.stores.base import StoreHost
+from taskrun.stores.memory import MemoryStore
+from taskrun.stores.sqlite import db
+from taskrun.stores.sqlite.codec import decode_payload, job_from_row
+from taskrun.stores.sqlite.procs import ProcessInfo
+from taskrun.stores.sqlite.schema import connect
+from taskrun.stores.sqlite.writer import BatchWriter, SqlRunner
 
 __all__ = ["CLAIM_LIMIT", "Leases"]
 

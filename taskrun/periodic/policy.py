@@ -29,9 +29,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from taskrun.jobs import Job, JobState
+from taskrun.jobs import Job, JobState, TaskLike
 from taskrun.schedules import IntervalSchedule, Schedule
-from taskrun.tasks import Task
 
 #: Bounds the walk over missed slots after a very long pause.
 MAX_CATCH_UP_STEPS = 10_000
@@ -150,7 +149,7 @@ class PeriodicEntry:
 
     def __init__(
         self,
-        task: Task[..., Any],
+        task: TaskLike,
         schedule: Schedule,
         overlap: bool,
         misfire_grace: float,

@@ -39,10 +39,10 @@ to the payment API), or check at the start whether the work is already done.
 the arguments (an argument that cannot be pickled fails at once with
 :class:`~taskrun.errors.NotSerializable`) and queues a row; state changes
 queue the job.  One writer greenlet commits whatever is queued in one
-transaction (see :mod:`taskrun.sqlite_writer`), and a worker starts a job
+transaction (see :mod:`taskrun.stores.sqlite.writer`), and a worker starts a job
 only once its row is committed (:meth:`SqliteStore.before_run`).  Which
-process runs which job is :mod:`taskrun.sqlite_leases`; the schema and its
-migrations are :mod:`taskrun.sqlite_schema`.
+process runs which job is :mod:`taskrun.stores.sqlite.leases`; the schema and its
+migrations are :mod:`taskrun.stores.sqlite.schema`.
 """
 
 from __future__ import annotations
@@ -54,17 +54,18 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from taskrun import sqlite_db as db
 from taskrun.clock import Clock
 from taskrun.errors import StoreError
 from taskrun.jobs import Job, JobState, TaskLike
-from taskrun.sqlite_codec import encode_payload
-from taskrun.sqlite_leases import Leases
-from taskrun.sqlite_procs import this_process
-from taskrun.sqlite_remote import RemoteJobs
-from taskrun.sqlite_schema import connect, create_file, migrate, store_path
-from taskrun.sqlite_writer import BUSY_LIMIT, BatchWriter, SqlRunner
-from taskrun.store import MemoryStore, StoreHost
+from taskrun.stores.base import StoreHost
+from taskrun.stores.memory import MemoryStore
+from taskrun.stores.sqlite import db
+from taskrun.stores.sqlite.codec import encode_payload
+from taskrun.stores.sqlite.leases import Leases
+from taskrun.stores.sqlite.procs import this_process
+from taskrun.stores.sqlite.remote import RemoteJobs
+from taskrun.stores.sqlite.schema import connect, create_file, migrate, store_path
+from taskrun.stores.sqlite.writer import BUSY_LIMIT, BatchWriter, SqlRunner
 
 __all__ = ["SqliteStore", "StoreHost", "store_path"]
 
@@ -86,7 +87,7 @@ class SqliteStore:
     :param lease: seconds without a heartbeat after which a process counts as dead.
     :param writer_thread: run SQLite calls in a thread instead of on the
         event loop (for measurements: it is much slower while the loop is busy,
-        see :mod:`taskrun.sqlite_writer`).
+        see :mod:`taskrun.stores.sqlite.writer`).
     :raises ConfigError: if ``path`` names no file.
     """
 
@@ -119,10 +120,6 @@ class SqliteStore:
 
     def __repr__(self) -> str:
         return f"<SqliteStore {self.path!r} open={self.is_open}>"
-
-    def bind(self, host: StoreHost) -> None:
-        """Give the store its runner (to resume jobs it takes over)."""
-        self._host = host
 
     @property
     def is_open(self) -> bool:

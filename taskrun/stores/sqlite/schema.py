@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 
 from taskrun.errors import ConfigError, StoreError
-from taskrun.sqlite_db import is_busy, write_transaction
+from taskrun.stores.sqlite.db import is_busy, write_transaction
 
 __all__ = ["LATEST", "MIGRATIONS", "connect", "create_file", "migrate", "store_path"]
 

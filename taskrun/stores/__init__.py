@@ -1,0 +1,6 @@
+"""Where jobs are kept: the store interface and factory, memory, and a shared SQLite file.
+
+:mod:`~taskrun.stores.base` (the interface every store implements, and
+``make_store``), :mod:`~taskrun.stores.memory` (this process only) and
+:mod:`taskrun.stores.sqlite` (durable, shared by every process of a machine).
+"""
