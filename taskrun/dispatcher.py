@@ -20,9 +20,11 @@ does, so the runner cancels it instead.  It runs at most once, and may be
 cut short if the process exits first.  Shutdown never waits for such
 threads.
 
-Due jobs that the scheduler could not admit wait in its overflow, which the
-workers pull from (:meth:`Dispatcher.pull_from`) whenever one of them, or a
-place in the backlog, frees up.
+Due jobs (a delayed job or a retry whose time came) are never refused:
+:meth:`Dispatcher.admit_due` admits one if there is room, else queues it
+in the *overdue* FIFO behind the backlog, which the workers drain in order
+as they, or places in the backlog, free up.  So the timer never blocks on a
+full pool, and nothing polls.
 """
 
 from __future__ import annotations
@@ -52,10 +54,6 @@ logger = logging.getLogger(__name__)
 
 class _Cancelled(gevent.GreenletExit):
     """Thrown into a worker to stop the job it is running (not the worker)."""
-
-
-#: A source of due jobs waiting for room: the next one, or ``None`` when none waits.
-Overflow = Callable[[], Job[Any] | None]
 
 
 class Dispatcher:
@@ -93,8 +91,10 @@ class Dispatcher:
         self._workers: set[Greenlet[..., None]] = set()
         self._running: dict[Job[Any], Greenlet[..., None]] = {}
         self._executor = JobExecutor(threads)
-        # Pulled from before a worker idles or after it frees a backlog place.
-        self._overflow: Overflow | None = None
+        # Due jobs that found no room, oldest first (see admit_due).
+        self._overdue: deque[Job[Any]] = deque()
+        self._overdue_since = 0.0  # when the overdue queue last started
+        self._overdue_count = 0  # how many jobs went through it since then
         self._closing = False
         # drain() is killing the workers: a GreenletExit in a job is not the task's own.
         self._killing = False
@@ -116,6 +116,19 @@ class Dispatcher:
     def running(self) -> int:
         """How many jobs are running now."""
         return len(self._running)
+
+    @property
+    def overdue(self) -> int:
+        """How many due jobs wait for room behind the backlog (see :meth:`admit_due`)."""
+        return len(self._overdue)
+
+    def has_room(self) -> bool:
+        """Return whether :meth:`try_submit` would admit a job now."""
+        return (
+            bool(self._idle)
+            or len(self._workers) < self.concurrency
+            or len(self._backlog) < self.max_pending
+        )
 
     @property
     def busy(self) -> int:
@@ -154,6 +167,45 @@ class Dispatcher:
                 "or shed load and retry later"
             )
 
+    def admit_due(self, job: Job[Any]) -> None:
+        """Admit a job whose time came (the timer calls it); never refuses, never blocks.
+
+        Behind due jobs already waiting, or when the pool and backlog are
+        full, the job waits in the overdue FIFO, which the workers drain in
+        due order as room frees up, ahead of later ``delay()`` calls.  One
+        warning when that queue starts, one info line when it empties.
+        """
+        if not self._overdue and self.try_submit(job):
+            return
+        if not self._overdue:
+            logger.warning(
+                "job %s (%s) is due but the pool and backlog are full; it and any due "
+                "after it wait, in due order, for a free worker (raise concurrency or "
+                "max_pending if this recurs)",
+                job.id,
+                job.name,
+            )
+            self._overdue_since = self._clock.time()
+            self._overdue_count = 0
+        self._overdue.append(job)
+        self._overdue_count += 1
+
+    def _next_overdue(self) -> Job[Any] | None:
+        """Return the oldest due job waiting for room (cancelled ones are dropped), or ``None``."""
+        overdue = self._overdue
+        while overdue:
+            job = overdue.popleft()
+            if not overdue:
+                logger.info(
+                    "the %d due job(s) that waited for a free worker are all admitted, %.2f s "
+                    "after the pool and backlog filled",
+                    self._overdue_count,
+                    self._clock.time() - self._overdue_since,
+                )
+            if not job.ready():
+                return job
+        return None
+
     # -- running -------------------------------------------------------------
 
     def _work(self, job: Job[Any] | None) -> None:
@@ -164,35 +216,20 @@ class Dispatcher:
                 self.run(job, worker)  # type: ignore[arg-type]
                 if self._backlog:
                     job = self._backlog.popleft()
-                    if self._overflow is not None:
-                        self._refill()
+                    if self._overdue:
+                        refill = self._next_overdue()  # into the place just freed
+                        if refill is not None:
+                            self._backlog.append(refill)
                 elif self._closing:
                     job = None
                 else:
-                    job = self._overflow() if self._overflow is not None else None
+                    job = self._next_overdue() if self._overdue else None
                     if job is None:
                         waiter: Waiter[Job[Any] | None] = Waiter()
                         self._idle.append(waiter)
                         job = waiter.get()
         finally:
             self._workers.discard(worker)
-
-    def pull_from(self, overflow: Overflow | None) -> None:
-        """Have the workers take jobs from ``overflow`` as room frees up; ``None`` stops it.
-
-        While set, a worker with nothing in the backlog takes the next job
-        from ``overflow`` before it idles, and a worker that takes a job off
-        the backlog moves one from ``overflow`` into the place it freed, so
-        those jobs keep their order and are not overtaken by later ``delay()``
-        calls.  The scheduler sets it while due jobs wait for room.
-        """
-        self._overflow = overflow
-
-    def _refill(self) -> None:
-        overflow = self._overflow
-        job = overflow() if overflow is not None else None
-        if job is not None:
-            self._backlog.append(job)  # one place just freed
 
     def run(self, job: Job[Any], worker: Greenlet[..., None] | None = None) -> None:
         """Run one attempt of ``job`` in the calling greenlet and record its outcome.
@@ -313,7 +350,8 @@ class Dispatcher:
         a job whose body still runs in a thread is returned like the others
         (check :meth:`runs_in_thread`), and its thread runs on.
 
-        :returns: the jobs that did not finish: killed while running or never started.
+        :returns: the jobs that did not finish: killed while running, or never
+            started (in the backlog, then the due jobs that waited for room).
         """
         workers = list(self._workers)
         if workers and not self._hurried:
@@ -329,7 +367,9 @@ class Dispatcher:
             finally:
                 self._hurry = None
         left = list(self._running) + list(self._backlog)
+        left += [job for job in self._overdue if not job.ready()]
         self._backlog.clear()
+        self._overdue.clear()
         if self._workers:
             self._killing = True
             gevent.killall(list(self._workers), block=True, timeout=5)

@@ -1,7 +1,9 @@
 """Where a job goes: inline (eager mode), to the pool, or to the timer; and how it leaves.
 
-:class:`JobRouter` carries the runner's jobs between its store, its pool
-(the dispatcher) and its timer (the scheduler): it records a new job in the
+Every job enters here, whoever submits it (``delay()``, ``apply_async()``,
+the periodic timer, a background view).  :class:`JobRouter` carries the
+runner's jobs between its store, its pool (the dispatcher) and its timer
+(the scheduler): it records a new job in the
 store before the pool or the timer sees it, queues the jobs a durable store
 takes over, cancels a job wherever it waits or runs, and at shutdown hands
 each unfinished job back to the store or cancels it (always cancels one
@@ -90,8 +92,8 @@ class JobRouter:
         task: TaskLike,
         args: tuple[Any, ...],
         kwargs: dict[str, Any] | None,
-        countdown: float,
-        eta: float | None,
+        countdown: float = 0.0,
+        eta: float | None = None,
     ) -> Job[Any]:
         """Record a new job of ``task``, due after ``countdown`` s or at POSIX time ``eta``.
 
@@ -127,6 +129,10 @@ class JobRouter:
             self._scheduler.add(job)
         self.submitted += 1
         return job
+
+    def has_room(self) -> bool:
+        """Return whether a job due now would be admitted (the pool or its backlog has room)."""
+        return self._dispatcher.has_room()
 
     def _run_inline(self, job: Job[Any]) -> None:
         self.eager_jobs.add(job)
@@ -212,6 +218,7 @@ class JobRouter:
         return {
             "states": {state.value: states.get(state.value, 0) for state in JobState},
             "backlog": dispatcher.backlog,
+            "overdue": dispatcher.overdue,
             "running": dispatcher.running,
             "scheduled": len(self._scheduler),
             "submitted": self.submitted,

@@ -122,7 +122,7 @@ class TaskRunner(TaskRegistry):
             self.clock,
             lambda job: self._router.retry_later(job),  # the router is made below
         )
-        self._scheduler = Scheduler(self.clock, self._dispatcher, job_store, self)
+        self._scheduler = Scheduler(self.clock, self._dispatcher, job_store)
         self._router = JobRouter(self._dispatcher, self._scheduler, self.clock, settings, job_store)
         # The default path is resolved in start(), once the periodic tasks are
         # declared, and the lock is opened there, after fork.  A bad name fails here.
@@ -237,7 +237,7 @@ class TaskRunner(TaskRegistry):
             if self._lock_path is not None and self._periodic and self._leader is None:
                 periodic = (entry.task.name for entry in self._periodic)
                 self._leader = LeaderLock(leader_lock_path(self._lock_path, self.name, periodic))
-            self._scheduler.start(self._periodic, self._leader)
+            self._scheduler.start(self._router, self._periodic, self._leader)
         self._accepting = True
         logger.info("taskrun started: concurrency=%d", self._dispatcher.concurrency)
         return self
@@ -265,18 +265,18 @@ class TaskRunner(TaskRegistry):
         self._dispatcher.close()
         unfinished = self._dispatcher.drain(timeout)
         left = unfinished + unrun
-        # Due jobs still waiting for a free worker are PENDING, the others not yet due.
-        overdue = sum(job.state is JobState.PENDING for job in unrun)
+        # The unfinished were running (STARTED) or waited for a free worker (PENDING).
+        waited = sum(job.state is JobState.PENDING for job in unfinished)
         settled = self._router.settle(left)
         if left:
             logger.warning(
                 "taskrun stopped with %d job(s) unfinished after %s s, %d due job(s) still "
                 "waiting for a free worker and %d scheduled job(s) not yet due; %d handed back "
                 "to the store, %d cancelled%s: %s",
-                len(unfinished),
+                len(unfinished) - waited,
                 timeout,
-                overdue,
-                len(unrun) - overdue,
+                waited,
+                len(unrun),
                 settled.handed_back,
                 settled.cancelled,
                 f" ({settled.in_threads} still running in a thread, which runs on: cancelled, "

@@ -3,21 +3,18 @@
 Entries sit in a heap ordered by due time.  The timer greenlet sleeps until
 the earliest one is due and is woken early only when an earlier entry
 arrives, the clock is advanced (a manual clock) or the runner stops: no
-greenlet per delayed job and no polling.  Due jobs are handed to the
-dispatcher without blocking; a periodic run that finds the pool full is
-skipped and counted.  A delayed job or retry that finds it full becomes
-PENDING and waits in a FIFO overflow, which the dispatcher's workers drain
-as they free up (one warning when the overflow starts, one info line when
-it empties).  Periodic entries, and the leader lock that decides whether
-their slots run here, are handed to a
-:class:`~taskrun.periodic.timer.PeriodicTimer` as they come due.
+greenlet per delayed job and no polling.  A due job becomes PENDING and is
+handed to the dispatcher's :meth:`~taskrun.dispatcher.Dispatcher.admit_due`,
+which never blocks nor refuses (a full pool makes it wait there, in due
+order).  Periodic entries, and the leader lock that decides whether their
+slots run here, are handed to a :class:`~taskrun.periodic.timer.PeriodicTimer`
+as they come due; it submits each run through the runner's one way in.
 """
 
 from __future__ import annotations
 
 import heapq
 import logging
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,10 +24,10 @@ from gevent.greenlet import Greenlet
 
 from taskrun.clock import Clock
 from taskrun.dispatcher import Dispatcher
-from taskrun.jobs import Job, JobControl, JobState
+from taskrun.jobs import Job, JobState
 from taskrun.periodic.leader import LeaderLock
 from taskrun.periodic.policy import PeriodicEntry
-from taskrun.periodic.timer import LeaderTick, PeriodicTimer
+from taskrun.periodic.timer import LeaderTick, PeriodicSink, PeriodicTimer
 from taskrun.stores.base import ResultStore
 
 logger = logging.getLogger(__name__)
@@ -42,30 +39,22 @@ class Scheduler:
     """Holds jobs until they are due, then hands them to the dispatcher.
 
     :param clock: the time source; a manual clock wakes the timer when advanced.
-    :param dispatcher: receives due jobs through its non-blocking ``try_submit``.
+    :param dispatcher: receives due jobs through its :meth:`~Dispatcher.admit_due`.
     :param store: told when a due job becomes PENDING; claims periodic slots.
         Kept as :attr:`store`, which the runner may replace before :meth:`start`.
-    :param control: the runner, which periodic jobs report to.
     """
 
-    def __init__(
-        self, clock: Clock, dispatcher: Dispatcher, store: ResultStore, control: JobControl
-    ) -> None:
+    def __init__(self, clock: Clock, dispatcher: Dispatcher, store: ResultStore) -> None:
         self._clock = clock
         self._dispatcher = dispatcher
         self.store = store
         self._heap: list[_Entry] = []
-        self._periodic = PeriodicTimer(dispatcher, store, control, self._push)
+        self._periodic = PeriodicTimer(store, self._push)
         self._wake = Event()
         self._greenlet: Greenlet[..., None] | None = None
         self._stopping = False
-        # Scheduled and retrying jobs in the heap (not cancelled), and due
-        # ones in the overflow (until the dispatcher takes them).
+        # Scheduled and retrying jobs in the heap, not cancelled.
         self.waiting = 0
-        # Due jobs that found no room in the pool, oldest first; its workers pull from it.
-        self._overflow: deque[Job[Any]] = deque()
-        self._overflow_since = 0.0  # when the overflow last started
-        self._overflowed = 0  # how many jobs went through it since then
         self._cancelled = 0  # cancelled jobs still in the heap
         clock.subscribe(self._wake.set)
 
@@ -103,21 +92,24 @@ class Scheduler:
         return self._periodic.is_leader
 
     def start(
-        self, periodic: Sequence[PeriodicEntry] = (), leader: LeaderLock | None = None
+        self,
+        sink: PeriodicSink,
+        periodic: Sequence[PeriodicEntry] = (),
+        leader: LeaderLock | None = None,
     ) -> None:
         """Start the timer greenlet, timing ``periodic`` from now on.
 
-        Periodic runs need ``leader`` (if given) to be held.
+        :param sink: where periodic runs are submitted (the runner's router).
+        :param leader: held for periodic runs to happen here (if given).
         """
         self._stopping = False
-        self._periodic.start(periodic, leader, self.store, self._clock.time())
+        self._periodic.start(periodic, leader, self.store, sink, self._clock.time())
         self._greenlet = gevent.spawn(self._loop)
 
     def stop(self) -> list[Job[Any]]:
         """Release the leader lock, stop the timer, return the jobs still waiting.
 
-        :returns: first the due jobs that waited for room in the pool
-            (PENDING), oldest first, then those not yet due (SCHEDULED or RETRY).
+        :returns: the jobs not yet due (SCHEDULED or RETRY).
         """
         self._periodic.stop()
         self._stopping = True
@@ -126,10 +118,7 @@ class Scheduler:
             self._greenlet.join(timeout=5)
             self._greenlet.kill(block=True, timeout=1)
             self._greenlet = None
-        self._dispatcher.pull_from(None)
-        left = [job for job in self._overflow if not job.ready()]
-        left += [job for job in self._heap if isinstance(job, Job) and not job.ready()]
-        self._overflow.clear()
+        left = [job for job in self._heap if isinstance(job, Job) and not job.ready()]
         self._heap.clear()
         self.waiting = self._cancelled = 0
         return left
@@ -153,45 +142,8 @@ class Scheduler:
         if job.ready():
             self._cancelled -= 1
             return  # cancelled while it waited (already uncounted by forget())
+        self.waiting -= 1
         job.state = JobState.PENDING
         job.due = 0.0
-        # Behind jobs already waiting for room, a due job waits its turn.
-        if not self._overflow and self._dispatcher.try_submit(job):
-            self.waiting -= 1
-            self.store.update(job)
-            return
-        # Never block on a full pool, nor poll it: the job waits in the
-        # overflow, which the workers drain in order as they free up.
         self.store.update(job)
-        if not self._overflow:
-            logger.warning(
-                "job %s (%s) is due but the pool and backlog are full; it and any due "
-                "after it wait, in due order, for a free worker (raise concurrency or "
-                "max_pending if this recurs)",
-                job.id,
-                job.name,
-            )
-            self._overflow_since = now
-            self._overflowed = 0
-            self._dispatcher.pull_from(self._next_overdue)
-        self._overflow.append(job)
-        self._overflowed += 1
-
-    def _next_overdue(self) -> Job[Any] | None:
-        """Hand the dispatcher the oldest due job waiting for room; ``None`` once none waits."""
-        overflow = self._overflow
-        job = None
-        while overflow and job is None:
-            job = overflow.popleft()
-            self.waiting -= 1
-            if job.ready():
-                job = None  # cancelled while it waited: dropped here
-        if not overflow:
-            self._dispatcher.pull_from(None)
-            logger.info(
-                "the %d due job(s) that waited for a free worker are all admitted, %.2f s "
-                "after the pool and backlog filled",
-                self._overflowed,
-                self._clock.time() - self._overflow_since,
-            )
-        return job
+        self._dispatcher.admit_due(job)

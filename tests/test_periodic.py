@@ -219,6 +219,55 @@ def test_full_pool_skips_periodic_run(manual: ManualClock) -> None:
     assert info.skipped_full == 1
 
 
+def test_a_slot_skipped_for_a_full_pool_is_not_recorded_as_run(
+    manual: ManualClock, tmp_path: Path
+) -> None:
+    runner = make_runner(manual, store=tmp_path / "jobs.db")
+    release = Event()
+
+    @runner.task
+    def hog() -> None:
+        release.wait(5)
+
+    @runner.periodic(every(minutes=1))
+    def tick() -> None:
+        pass
+
+    with runner:
+        hogs = [hog.delay() for _ in range(3)]  # two running, one waiting: full
+        settle()
+        manual.advance(60)
+        settle()
+        skipped_slot_claimed = runner.store.last_slot(tick.name)
+        release.set()
+        for job in hogs:
+            job.get(timeout=5)
+        manual.advance(60)
+        wait_for(lambda: runner.periodic_jobs()[0].runs == 1, 5, "the next slot's run")
+        next_slot_claimed = runner.store.last_slot(tick.name)
+    assert skipped_slot_claimed is None
+    assert next_slot_claimed == (START + timedelta(minutes=2)).timestamp()
+
+
+def test_a_periodic_run_enters_like_delay_recorded_in_the_store_first(
+    manual: ManualClock,
+) -> None:
+    runner = make_runner(manual)
+    seen_in_store: list[bool] = []
+
+    @runner.periodic(every(minutes=1))
+    def tick() -> None:
+        (job,) = [job for job in runner.store if job.name == tick.name]
+        seen_in_store.append(runner.job(job.id) is job)
+
+    with runner:
+        manual.advance(60)
+        wait_for(lambda: seen_in_store, 5, "the periodic run")
+        submitted = runner.stats()["submitted"]
+    assert seen_in_store == [True]
+    assert submitted == 1
+
+
 def test_missed_runs_are_coalesced_never_a_burst(manual: ManualClock) -> None:
     runner = make_runner(manual)
     seen: list[datetime] = []

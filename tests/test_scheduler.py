@@ -128,7 +128,7 @@ def test_a_due_job_waits_while_the_pool_is_full_without_blocking_the_timer(
     blocker = block.delay()
     delayed = later.apply_async(countdown=10)
     afterwards = later.apply_async(countdown=20)
-    with caplog.at_level(logging.WARNING, logger="taskrun.scheduler"):
+    with caplog.at_level(logging.WARNING, logger="taskrun.dispatcher"):
         clock.advance(10)
         settle()
         clock.advance(10)  # the timer still fires while the first due job waits
@@ -163,7 +163,7 @@ def test_due_jobs_on_a_full_pool_warn_once_and_run_in_due_order_once_it_frees(
     countdowns = list(range(1, 201))
     random.Random(7).shuffle(countdowns)
     delayed = [record.apply_async(args=(n,), countdown=n) for n in countdowns]
-    with caplog.at_level(logging.INFO, logger="taskrun.scheduler"):
+    with caplog.at_level(logging.INFO, logger="taskrun.dispatcher"):
         clock.advance(100)
         settle()
         clock.advance(100)

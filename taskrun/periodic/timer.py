@@ -17,19 +17,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
-from taskrun.dispatcher import Dispatcher
-from taskrun.errors import TaskrunError
-from taskrun.jobs import Job, JobControl
+from taskrun.errors import QueueFull, TaskrunError
+from taskrun.jobs import Job, TaskLike
 from taskrun.periodic.leader import LeaderLock
 from taskrun.periodic.policy import PeriodicEntry, catch_up, first_slot, jitter_delay
 from taskrun.schedules import IntervalSchedule
 from taskrun.stores.base import ResultStore
 
-# Logs as the scheduler: these records came from it before this module was
-# split off, and users may have configured that logger.
-logger = logging.getLogger("taskrun.scheduler")
+logger = logging.getLogger(__name__)
 
 #: How often a follower tries to take the leader lock.
 LEADER_RETRY = 2.0
@@ -51,25 +48,39 @@ class LeaderTick:
 Push = Callable[[PeriodicEntry | LeaderTick], None]
 
 
+class PeriodicSink(Protocol):
+    """Where periodic runs go: the runner's one way in (its router), as ``delay()`` goes."""
+
+    def has_room(self) -> bool:
+        """Return whether a job submitted now would be admitted (the pool is not full)."""
+        ...
+
+    def submit(
+        self,
+        task: TaskLike,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None,
+        countdown: float = 0.0,
+        eta: float | None = None,
+    ) -> Job[Any]:
+        """Record and admit one job of ``task``; raises ``QueueFull`` if there is no room."""
+        ...
+
+
 class PeriodicTimer:
     """Times a runner's periodic tasks on the scheduler's heap and runs their slots.
 
     Only the scheduler calls it: :meth:`fire` from its timer greenlet,
     :meth:`start` and :meth:`stop` when the runner starts and stops.
 
-    :param dispatcher: receives each run through its non-blocking ``try_submit``.
     :param store: claims each slot, and remembers the last one run; replaced
         by the one given to :meth:`start`.
-    :param control: the runner, which periodic jobs report to.
     :param push: puts an entry on the scheduler's heap.
     """
 
-    def __init__(
-        self, dispatcher: Dispatcher, store: ResultStore, control: JobControl, push: Push
-    ) -> None:
-        self._dispatcher = dispatcher
+    def __init__(self, store: ResultStore, push: Push) -> None:
         self._store = store
-        self._control = control
+        self._sink: PeriodicSink | None = None
         self._push = push
         self._entries: list[PeriodicEntry] = []
         self._leader: LeaderLock | None = None
@@ -84,6 +95,7 @@ class PeriodicTimer:
         entries: Sequence[PeriodicEntry],
         leader: LeaderLock | None,
         store: ResultStore,
+        sink: PeriodicSink,
         now: float,
     ) -> None:
         """Arm ``entries`` from ``now`` on (or from a slot missed while no process ran).
@@ -92,10 +104,12 @@ class PeriodicTimer:
         every :data:`LEADER_RETRY` seconds.
 
         :param store: the runner's store now (it may change before a start).
+        :param sink: where each run is submitted.
         """
         self._leader = leader
         self._entries = list(entries)
         self._store = store
+        self._sink = sink
         for entry in entries:
             self._arm(entry, self._resume_slot(entry, now))
         if leader is not None and entries:
@@ -193,6 +207,9 @@ class PeriodicTimer:
 
     def _run_slot(self, entry: PeriodicEntry, slot: float, now: float) -> None:
         name = entry.task.name
+        sink = self._sink
+        if sink is None:
+            return  # not started
         if not entry.overlap and entry.is_busy():
             entry.skipped_overlap += 1
             logger.warning(
@@ -201,20 +218,29 @@ class PeriodicTimer:
                 entry.last_job.id if entry.last_job else "?",
             )
             return
+        # Room first, claim second: a slot skipped for a full pool is not
+        # recorded as run, so a later leader (or the catch-up) may still run it.
+        if not sink.has_room():
+            self._skip_full(entry)
+            return
         if not self._store.claim_slot(name, slot):
             return  # another process ran this slot
         if self._leader is not None:
             self._leader.record_slot(name, slot)  # a later leader will not run it again
-        job: Job[Any] = Job(entry.task, entry.job_args(slot), None, self._control, enqueued=now)
-        if not self._dispatcher.try_submit(job):
-            entry.skipped_full += 1
-            logger.warning(
-                "periodic job %s skipped a run: the pool and backlog are full "
-                "(raise concurrency or max_pending)",
-                name,
-            )
+        try:
+            job = sink.submit(entry.task, entry.job_args(slot), None)
+        except QueueFull:
+            # The pool filled while the claim was written: the slot is claimed, not run.
+            self._skip_full(entry)
             return
-        self._store.add(job)
         entry.last_job = job
         entry.last_run = now
         entry.runs += 1
+
+    def _skip_full(self, entry: PeriodicEntry) -> None:
+        entry.skipped_full += 1
+        logger.warning(
+            "periodic job %s skipped a run: the pool and backlog are full "
+            "(raise concurrency or max_pending)",
+            entry.task.name,
+        )
