@@ -40,7 +40,8 @@ from taskrun.registry import TaskRegistry
 from taskrun.routing import JobRouter
 from taskrun.scheduler import Scheduler
 from taskrun.settings import RunnerSettings
-from taskrun.stores.base import ResultStore, make_store
+from taskrun.stores.base import ResultStore
+from taskrun.stores.factory import make_store
 from taskrun.tasks import Task
 from taskrun.validation import DEFAULT, seconds
 

@@ -4,7 +4,7 @@
 :class:`RunnerSettings`, which refuses an out-of-range value when it is
 made; ``TaskRunner.configure(...)`` derives a new one
 (:meth:`RunnerSettings.configured`).  The ``store`` option is turned into a
-store by :func:`taskrun.stores.base.make_store`.  Nothing here opens a file
+store by :func:`taskrun.stores.factory.make_store`.  Nothing here opens a file
 or starts anything.
 """
 
@@ -33,7 +33,7 @@ class RunnerSettings:
     :param max_results: the most finished jobs kept.
     :param threads: threads for ``executor="thread"`` tasks; ``None``: the CPU count.
     :param eager: run every job inline at ``delay()``.
-    :param store: where jobs are kept (see :func:`~taskrun.stores.base.make_store`).
+    :param store: where jobs are kept (see :func:`~taskrun.stores.factory.make_store`).
     :raises ConfigError: for an out-of-range option, with an example of a good one.
     """
 

@@ -1,10 +1,12 @@
-"""Where jobs are kept so they can be looked up by id: the store interface and its factory.
+"""Where jobs are kept so they can be looked up by id: the interface every store implements.
 
 The runner tells its store about every job it accepts, every state change
-and every finish (:class:`ResultStore`).  :func:`make_store` turns the
-runner's ``store`` option into one: :class:`~taskrun.stores.memory.MemoryStore`
-(this process only) or :class:`~taskrun.stores.sqlite.SqliteStore` (a
-shared, durable file).  Nothing here opens a file or starts anything.
+and every finish (:class:`ResultStore`); a shared store also takes over
+jobs of dead processes for its runner (:class:`StoreHost`).  The stores are
+:class:`~taskrun.stores.memory.MemoryStore` (this process only) and
+:class:`~taskrun.stores.sqlite.SqliteStore` (a shared, durable file);
+:func:`~taskrun.stores.factory.make_store` makes one from the runner's
+``store`` option.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol, TypeAlias
 
-from taskrun.clock import Clock
 from taskrun.jobs import Job, JobControl, TaskLike
 
 
@@ -110,29 +111,3 @@ class StoreHost(JobControl, Protocol):
 
 #: What the runner's ``store`` option accepts (see :func:`make_store`).
 StoreSpec: TypeAlias = str | os.PathLike[str] | ResultStore | None
-
-
-def make_store(
-    spec: StoreSpec, clock: Clock, result_ttl: float, max_results: int, host: StoreHost
-) -> ResultStore:
-    """Return the store ``spec`` names, not yet open (``TaskRunner.start()`` opens it).
-
-    ``None`` or ``"memory"``: a :class:`~taskrun.stores.memory.MemoryStore`
-    (this process only); a path or a ``sqlite://`` URL: a
-    :class:`~taskrun.stores.sqlite.SqliteStore` on that file (only then is
-    ``sqlite3`` imported); any other object is taken to be a store.
-
-    :param host: the runner, which a shared store gives the jobs it takes over.
-    :raises ConfigError: for a string that names no SQLite file.
-    """
-    from taskrun.stores.memory import MemoryStore
-
-    if spec is None or spec in ("memory", "memory://"):
-        return MemoryStore(clock, result_ttl, max_results)
-    if isinstance(spec, str | os.PathLike):
-        from taskrun.stores.sqlite.store import SqliteStore  # sqlite3 only when asked for
-
-        return SqliteStore(
-            spec, clock=clock, result_ttl=result_ttl, max_results=max_results, host=host
-        )
-    return spec
