@@ -31,7 +31,7 @@ from typing import Any
 from taskrun.checks import warn_about_patching
 from taskrun.clock import Clock, SystemClock
 from taskrun.dispatcher import Dispatcher
-from taskrun.errors import RunnerNotRunning
+from taskrun.errors import ConfigError, RunnerNotRunning
 from taskrun.jobs import Job, JobState
 from taskrun.periodic.leader import LeaderLock
 from taskrun.periodic.lock_paths import LockPathOption, check_lock_name, leader_lock_path
@@ -130,6 +130,7 @@ class TaskRunner(TaskRegistry):
         check_lock_name(name, lock_path)
         self._lock_path = lock_path
         self._leader: LeaderLock | None = None
+        self._dashboard_auth: Callable[[Any], bool] | None = None
         self._accepting = False
         self._stopped = False
         if app is not None:
@@ -208,6 +209,35 @@ class TaskRunner(TaskRegistry):
         from taskrun.flask import background  # flask is an optional extra
 
         return background(self, view, **options)
+
+    def dashboard_auth(self, check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+        """Decide who may open the dashboard and the metrics endpoint: ``check(request)``.
+
+        Use as a decorator on a function of the Flask request that returns
+        whether to let it through; every request to those pages and their
+        actions passes it.  Without one they answer 403 (a page that says
+        how to set this), except while ``app.debug`` is on.
+
+        Example::
+
+            @runner.dashboard_auth
+            def staff_only(request: flask.Request) -> bool:
+                return current_user.is_authenticated and current_user.is_staff
+
+        :returns: ``check``, unchanged.
+        :raises ConfigError: if ``check`` is not callable.
+        """
+        if not callable(check):
+            raise ConfigError(
+                f"@runner.dashboard_auth needs a function of the request, got {check!r}"
+            )
+        self._dashboard_auth = check
+        return check
+
+    @property
+    def dashboard_check(self) -> Callable[[Any], bool] | None:
+        """The function set with :meth:`dashboard_auth`, or ``None``."""
+        return self._dashboard_auth
 
     def periodic_jobs(self) -> list[PeriodicInfo]:
         """Return a snapshot of every periodic job: schedule, next and last run, counters."""
