@@ -1,4 +1,4 @@
-"""The access rule of taskrun's operator pages: closed until ``@runner.dashboard_auth`` opens them."""
+"""Operator pages (dashboard, metrics) are closed until ``@runner.dashboard_auth`` opens them."""
 
 from __future__ import annotations
 
