@@ -438,6 +438,7 @@ def test_the_store_file_is_readable_by_its_owner_only(
 def test_a_corrupt_store_file_fails_at_start_naming_the_file_and_the_fix(tmp_path: Path) -> None:
     path = tmp_path / "taskrun.db"
     path.write_text("these are not the pages you are looking for\n" * 200)
+    path.chmod(0o600)
     runner = TaskRunner(store=str(path), lock_path=None)
 
     with pytest.raises(StoreError, match=rf"{path}' is not a taskrun store or is corrupt.*mv "):
@@ -460,6 +461,7 @@ def test_a_store_from_a_newer_taskrun_fails_at_start_saying_to_upgrade(
 def test_an_sqlite_database_of_another_app_is_not_used_as_a_store(tmp_path: Path) -> None:
     path = tmp_path / "app.db"
     query(path, "CREATE TABLE users (id INTEGER PRIMARY KEY)")
+    path.chmod(0o600)
     runner = TaskRunner(store=str(path), lock_path=None)
 
     with pytest.raises(StoreError, match=r"app.db' is an SQLite database but not a taskrun store"):
@@ -505,7 +507,11 @@ def test_a_store_file_this_user_cannot_write_fails_at_start_naming_the_fix() -> 
             check=True,
         )
 
-    assert f"the taskrun store '{path}' is not readable and writable by this user" in out.stdout
+    if os.geteuid() == 0:  # the child runs as nobody: the file is another user's
+        assert f"refusing the taskrun store file '{path}': it is owned by uid 0" in out.stdout
+        assert "chown 65534" in out.stdout
+    else:
+        assert f"the taskrun store '{path}' is not readable and writable by this user" in out.stdout
     assert "chmod 600" in out.stdout
 
 
@@ -561,6 +567,7 @@ def test_a_file_of_the_first_schema_version_opens_and_migrations_run_in_order(
 ) -> None:
     path = tmp_path / "taskrun.db"
     conn = sqlite3.connect(path, isolation_level=None)
+    path.chmod(0o600)
     conn.executescript(MIGRATIONS[0])
     conn.execute("PRAGMA user_version = 1")
     conn.execute(

@@ -111,7 +111,9 @@ def create_file(path: str) -> None:
     SQLite gives its ``-wal`` and ``-shm`` files the same permissions.
 
     :raises StoreError: the directory is missing or not writable, the path
-        is not a regular file, or an existing file cannot be read and written.
+        is not a regular file, an existing file cannot be read and written,
+        or it (or its ``-wal``/``-shm``) is not the app user's alone
+        (:func:`check_trusted`).
     """
     directory = os.path.dirname(path) or "."
     try:
@@ -150,24 +152,57 @@ def create_file(path: str) -> None:
 
 def _check_existing(path: str) -> None:
     try:
-        mode = os.stat(path).st_mode
+        info = os.stat(path)
     except OSError as error:
         raise StoreError(f"cannot use the taskrun store {path!r}: {error.strerror}") from error
-    if not stat.S_ISREG(mode):
+    if not stat.S_ISREG(info.st_mode):
         raise StoreError(
             f"the taskrun store {path!r} is not a regular file; point store= at a file path"
         )
+    check_trusted(path, info)
     if not os.access(path, os.R_OK | os.W_OK):
         raise StoreError(
             f"the taskrun store {path!r} is not readable and writable by this user "
             f"(uid {os.getuid()}); fix its owner or mode (e.g. chown the file to the app's "
             "user and chmod 600 it) or point store= elsewhere"
         )
+    for suffix in ("-wal", "-shm"):
+        try:
+            side = os.stat(path + suffix)
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            raise StoreError(
+                f"cannot use the taskrun store {path!r}: {path + suffix!r}: {error.strerror}"
+            ) from error
+        check_trusted(path + suffix, side)
+
+
+def check_trusted(path: str, info: os.stat_result) -> None:
+    """Refuse a store file (or its ``-wal``/``-shm``) that others could write or read.
+
+    The file holds pickles: whoever can write it runs code as the app, and
+    whoever can read it sees every job's arguments and results.
+
+    :raises StoreError: naming the file, its owner and mode, and the fix, if
+        another user owns it or its mode grants the group or others any access.
+    """
+    mode = stat.S_IMODE(info.st_mode)
+    uid = os.getuid()
+    if info.st_uid != uid:
+        raise StoreError(
+            f"refusing the taskrun store file {path!r}: it is owned by uid {info.st_uid}, not "
+            f"by this user (uid {uid}), and it holds pickles (whoever can write it runs code "
+            f"as the app); chown {uid} {path} && chmod 600 {path}, or point store= at a file "
+            "of this user"
+        )
     if mode & 0o077:
-        logger.warning(
-            "the taskrun store %s can be read by other users (mode %o); chmod 600 it",
-            path,
-            stat.S_IMODE(mode),
+        access = "write" if mode & 0o022 else "read"
+        raise StoreError(
+            f"refusing the taskrun store file {path!r}: its mode {mode:04o} lets other users "
+            f"{access} it (owner uid {info.st_uid}); it "
+            "holds pickles (whoever can write it runs code as the app) and job data; "
+            f"chmod 600 {path}"
         )
 
 
