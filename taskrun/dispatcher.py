@@ -43,7 +43,7 @@ from gevent.greenlet import Greenlet
 from gevent.hub import Waiter, get_hub
 
 from taskrun.clock import Clock
-from taskrun.errors import QueueFull
+from taskrun.errors import QueueFull, TaskrunError
 from taskrun.executors import ContextFactory, JobExecutor
 from taskrun.jobs import Job, JobState
 from taskrun.options import retry_delay, should_retry
@@ -244,7 +244,15 @@ class Dispatcher:
         """
         if job.state is not JobState.PENDING:
             return  # cancelled while it waited
-        if not self.store.before_run(job) or job.state is not JobState.PENDING:
+        try:
+            may_run = self.store.before_run(job)
+        except TaskrunError as error:  # its row cannot be written: fail it visibly
+            logger.error("job %s (%s) cannot start: %s", job.id, job.name, error)
+            job._run_record().traceback = "".join(traceback.format_exception(error))
+            self.failed += 1
+            self._record(job, JobState.FAILURE, error)
+            return
+        if not may_run or job.state is not JobState.PENDING:
             return  # owned by another process now, or cancelled while its row was written
         job._mark_started(self._clock.time())
         self.store.update(job)
@@ -277,8 +285,15 @@ class Dispatcher:
         options = job.task.options
         runs = job._run_record()
         runs.traceback = "".join(traceback.format_exception(error))
-        if not self._closing and should_retry(options, job.attempts, error):
+        if should_retry(options, job.attempts, error):
             delay = retry_delay(options, job.attempts, self._rand)
+            if self._closing:
+                if self._keep_retry(job, error, delay):
+                    return
+                logger.error("job %s (%s) failed during shutdown", job.id, job.name, exc_info=error)
+                self.failed += 1
+                self._record(job, JobState.FAILURE, error)
+                return
             logger.warning(
                 "job %s (%s) failed on attempt %d (%r); retrying in %.2f s",
                 job.id,
@@ -296,6 +311,29 @@ class Dispatcher:
         logger.error("job %s (%s) failed", job.id, job.name, exc_info=error)
         self.failed += 1
         self._record(job, JobState.FAILURE, error)
+
+    def _keep_retry(self, job: Job[Any], error: BaseException, delay: float) -> bool:
+        """While closing: hand a job with retries left back to a durable store, as RETRY.
+
+        :returns: ``False`` if the store cannot keep it (memory): it fails now.
+        """
+        state, runs = job.state, job._run_record()
+        job.state = JobState.RETRY
+        runs.value = error
+        job.due = self._clock.time() + delay
+        if not self.store.release(job):
+            job.state = state
+            return False
+        logger.warning(
+            "job %s (%s) failed on attempt %d during shutdown (%r); its retry is kept in the "
+            "store, due in %.2f s, for a live process or the next start",
+            job.id,
+            job.name,
+            job.attempts,
+            error,
+            delay,
+        )
+        return True
 
     def _record(self, job: Job[Any], state: JobState, value: Any) -> None:
         if job.ready():

@@ -40,7 +40,7 @@ from taskrun.registry import TaskRegistry
 from taskrun.routing import JobRouter
 from taskrun.scheduler import Scheduler
 from taskrun.settings import RunnerSettings
-from taskrun.stores.base import ResultStore
+from taskrun.stores.base import DEFAULT_MAX_ARG_BYTES, ResultStore
 from taskrun.stores.factory import make_store
 from taskrun.tasks import Task
 from taskrun.validation import DEFAULT, seconds
@@ -82,6 +82,11 @@ class TaskRunner(TaskRegistry):
         or a plain path, so that jobs survive crashes and deploys and every
         worker process sees every job (see :mod:`taskrun.stores.sqlite.store`); or a
         :class:`~taskrun.stores.base.ResultStore` object.
+    :param max_arg_bytes: the largest a job's arguments may be once pickled
+        (default 1 MB); past it ``delay`` raises
+        :class:`~taskrun.errors.NotSerializable` naming the size.  Only a
+        store that pickles arguments (the SQLite store) applies it: the
+        memory store keeps the objects themselves.
     :raises ConfigError: for an out-of-range option.
     """
 
@@ -100,6 +105,7 @@ class TaskRunner(TaskRegistry):
         name: str | None = None,
         lock_path: LockPathOption = DEFAULT,
         store: str | os.PathLike[str] | ResultStore | None = None,
+        max_arg_bytes: int = DEFAULT_MAX_ARG_BYTES,
     ) -> None:
         super().__init__()
         settings = RunnerSettings(
@@ -111,6 +117,7 @@ class TaskRunner(TaskRegistry):
             threads=threads,
             eager=eager,
             store=store,
+            max_arg_bytes=max_arg_bytes,
         )
         self.clock: Clock = clock or SystemClock()
         self.name = name
@@ -164,8 +171,8 @@ class TaskRunner(TaskRegistry):
     def configure(self, **options: Any) -> None:
         """Change options before :meth:`start` (used by integrations' config).
 
-        Accepts ``concurrency``, ``max_pending``, ``max_scheduled``, ``eager``
-        and ``store``.
+        Accepts ``concurrency``, ``max_pending``, ``max_scheduled``, ``eager``,
+        ``store`` and ``max_arg_bytes``.
 
         :raises RunnerNotRunning: if the runner is already running.
         :raises ConfigError: for an unknown or out-of-range option.
@@ -173,12 +180,18 @@ class TaskRunner(TaskRegistry):
         if self._accepting:
             raise RunnerNotRunning("configure() must be called before start()")
         settings = self._router.settings.configured(**options)
-        store = self._make_store(settings) if "store" in options else self.store
+        remake = "store" in options or "max_arg_bytes" in options
+        store = self._make_store(settings) if remake else self.store
         self._router.use(settings, store)
 
     def _make_store(self, settings: RunnerSettings) -> ResultStore:
         return make_store(
-            settings.store, self.clock, settings.result_ttl, settings.max_results, host=self
+            settings.store,
+            self.clock,
+            settings.result_ttl,
+            settings.max_results,
+            host=self,
+            max_arg_bytes=settings.max_arg_bytes,
         )
 
     def init_app(self, app: Any) -> None:

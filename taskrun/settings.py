@@ -15,11 +15,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from taskrun.errors import ConfigError
-from taskrun.stores.base import StoreSpec
+from taskrun.stores.base import DEFAULT_MAX_ARG_BYTES, StoreSpec
 from taskrun.validation import non_negative_int, positive_int, seconds
 
 #: The options :meth:`RunnerSettings.configured` changes, in the order its error lists them.
-CONFIGURABLE = ("concurrency", "max_pending", "max_scheduled", "eager", "store")
+CONFIGURABLE = ("concurrency", "max_pending", "max_scheduled", "eager", "store", "max_arg_bytes")
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ class RunnerSettings:
     :param threads: threads for ``executor="thread"`` tasks; ``None``: the CPU count.
     :param eager: run every job inline at ``delay()``.
     :param store: where jobs are kept (see :func:`~taskrun.stores.factory.make_store`).
+    :param max_arg_bytes: the largest pickled arguments a job may have, in
+        a store that pickles them (SQLite); the memory store does not.
     :raises ConfigError: for an out-of-range option, with an example of a good one.
     """
 
@@ -45,6 +47,7 @@ class RunnerSettings:
     threads: int | None = None
     eager: bool = False
     store: StoreSpec = None
+    max_arg_bytes: int = DEFAULT_MAX_ARG_BYTES
 
     def __post_init__(self) -> None:
         positive_int("concurrency", self.concurrency, "e.g. concurrency=100")
@@ -53,6 +56,7 @@ class RunnerSettings:
         positive_int("max_results", self.max_results, "e.g. max_results=100_000")
         # Frozen: a timedelta given here is stored as float seconds.
         object.__setattr__(self, "result_ttl", seconds("result_ttl", self.result_ttl))
+        positive_int("max_arg_bytes", self.max_arg_bytes, "e.g. max_arg_bytes=1_048_576")
         if self.threads is not None:
             positive_int("threads", self.threads, "e.g. threads=4")
 

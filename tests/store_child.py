@@ -9,7 +9,12 @@ Usage: ``python tests/store_child.py MODE STORE OUT_DIR [N]``, where MODE is
 * ``consume``: run jobs of the store (those it takes over) until SIGTERM,
   then stop gracefully;
 * ``slow``: accept one ``slow`` job (1.5 s), print its id on stdout, run it,
-  wait for SIGTERM.
+  wait for SIGTERM;
+* ``hold``: accept one ``hold`` job and run it, then wait for SIGTERM.
+
+``hold()`` appends ``start <pid>`` to ``OUT_DIR/done.txt``, sleeps 3 s and
+appends ``end <pid>``.  With ``STORE_CHILD_LEASE=<seconds>`` in the
+environment the store uses that lease and a heartbeat of a fifth of it.
 
 ``record(token)`` sleeps 10 ms and appends ``token`` to ``OUT_DIR/done.txt``
 (one ``write`` per line, so lines from several processes never mix).
@@ -50,6 +55,19 @@ def main(mode: str, store: str, out: Path, count: int) -> None:
     """Run ``mode`` (see the module docstring)."""
     logging.basicConfig(level=logging.INFO, format=f"{mode} %(levelname)s %(name)s %(message)s")
     runner = TaskRunner(concurrency=4, max_pending=10_000, store=store, lock_path=None)
+    lease = os.environ.get("STORE_CHILD_LEASE")
+    if lease is not None:
+        runner.configure(
+            store=SqliteStore(
+                store,
+                clock=runner.clock,
+                result_ttl=3600,
+                max_results=100_000,
+                host=runner,
+                heartbeat=float(lease) / 5,
+                lease=float(lease),
+            )
+        )
 
     @runner.task(name="store_child.record")
     def record(token: str) -> None:
@@ -60,6 +78,12 @@ def main(mode: str, store: str, out: Path, count: int) -> None:
     def slow(value: int) -> int:
         time.sleep(1.5)
         return value * 2
+
+    @runner.task(name="store_child.hold")
+    def hold() -> None:
+        append(out / "done.txt", f"start {os.getpid()}\n")
+        time.sleep(3)
+        append(out / "done.txt", f"end {os.getpid()}\n")
 
     stop = Event()
     gevent.signal_handler(signal.SIGTERM, stop.set)
@@ -76,6 +100,9 @@ def main(mode: str, store: str, out: Path, count: int) -> None:
             runner.store.flush()
             append(out / "accepted.txt", "".join(f"{token}\n" for token in tokens))
             gevent.sleep(0.02)
+    elif mode == "hold":
+        hold.delay()
+        runner.store.flush()
     elif mode == "slow":
         job = slow.delay(21)
         runner.store.flush()

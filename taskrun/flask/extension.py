@@ -26,6 +26,7 @@ RUNNER_OPTIONS: dict[str, str] = {
     "TASKRUN_MAX_SCHEDULED": "max_scheduled",
     "TASKRUN_EAGER": "eager",
     "TASKRUN_STORE": "store",
+    "TASKRUN_MAX_ARG_BYTES": "max_arg_bytes",
 }
 #: The key for where the status endpoint lives: ``<prefix>/<job id>``.
 STATUS_URL_PREFIX = "TASKRUN_STATUS_URL_PREFIX"
@@ -40,7 +41,8 @@ def init_app(runner: TaskRunner, app: Flask) -> None:
     runner's own values): ``TASKRUN_CONCURRENCY``, ``TASKRUN_MAX_PENDING``,
     ``TASKRUN_MAX_SCHEDULED``, ``TASKRUN_EAGER`` (a bool; jobs run inline,
     for your app's tests), ``TASKRUN_STORE`` (passed to the runner as its
-    ``store`` option) and ``TASKRUN_STATUS_URL_PREFIX`` (default
+    ``store`` option), ``TASKRUN_MAX_ARG_BYTES`` (the largest pickled
+    arguments of a job in a SQLite store) and ``TASKRUN_STATUS_URL_PREFIX`` (default
     ``/taskrun/jobs``).  Then puts the runner in ``app.extensions["taskrun"]``,
     makes every job run inside ``app.app_context()`` and registers the
     ``taskrun`` blueprint with the status endpoint.

@@ -111,3 +111,7 @@ class StoreHost(JobControl, Protocol):
 
 #: What the runner's ``store`` option accepts (see :func:`make_store`).
 StoreSpec: TypeAlias = str | os.PathLike[str] | ResultStore | None
+
+
+#: The largest pickled arguments of a job unless the runner's ``max_arg_bytes`` says otherwise.
+DEFAULT_MAX_ARG_BYTES = 1_048_576

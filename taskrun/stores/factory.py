@@ -8,14 +8,19 @@ from __future__ import annotations
 import os
 
 from taskrun.clock import Clock
-from taskrun.stores.base import ResultStore, StoreHost, StoreSpec
+from taskrun.stores.base import DEFAULT_MAX_ARG_BYTES, ResultStore, StoreHost, StoreSpec
 from taskrun.stores.memory import MemoryStore
 
 __all__ = ["make_store"]
 
 
 def make_store(
-    spec: StoreSpec, clock: Clock, result_ttl: float, max_results: int, host: StoreHost
+    spec: StoreSpec,
+    clock: Clock,
+    result_ttl: float,
+    max_results: int,
+    host: StoreHost,
+    max_arg_bytes: int = DEFAULT_MAX_ARG_BYTES,
 ) -> ResultStore:
     """Return the store ``spec`` names, not yet open (``TaskRunner.start()`` opens it).
 
@@ -25,6 +30,8 @@ def make_store(
     ``sqlite3`` imported); any other object is taken to be a store.
 
     :param host: the runner, which a shared store gives the jobs it takes over.
+    :param max_arg_bytes: the largest pickled arguments a job may have; only
+        the SQLite store pickles arguments, so only it applies the limit.
     :raises ConfigError: for a string that names no SQLite file.
     """
     if spec is None or spec in ("memory", "memory://"):
@@ -33,6 +40,11 @@ def make_store(
         from taskrun.stores.sqlite.store import SqliteStore  # sqlite3 only when asked for
 
         return SqliteStore(
-            spec, clock=clock, result_ttl=result_ttl, max_results=max_results, host=host
+            spec,
+            clock=clock,
+            result_ttl=result_ttl,
+            max_results=max_results,
+            host=host,
+            max_arg_bytes=max_arg_bytes,
         )
     return spec

@@ -3,8 +3,15 @@
 Arguments are pickled when the job is accepted, so an argument that cannot
 be stored (a socket, a lambda, an open file) fails at ``delay()`` with
 :class:`~taskrun.errors.NotSerializable` naming the task and the argument,
-not later in the process that recovers the job.  A result that cannot be
-pickled is stored as its ``repr``; other processes then see that text.
+not later in the process that recovers the job, and so does one larger
+than the runner's ``max_arg_bytes`` once pickled (default 1 MB: big blobs
+belong in a file or a table, with their key as the argument).
+
+Encoding an outcome never raises: a result that cannot be pickled is
+stored as its ``repr`` (other processes then see that text); one whose
+``repr`` fails too, or that is too deeply nested to pickle, is stored as a
+FAILURE whose error says why.  Text columns are stored with any lone
+surrogate escaped (:func:`safe_text`), and decoding a row never raises.
 """
 
 from __future__ import annotations
@@ -18,8 +25,17 @@ from typing import Any
 from taskrun.errors import JobLost, NotSerializable
 from taskrun.jobs import FINISHED, Job, JobControl, JobState, TaskLike
 from taskrun.options import TaskOptions
+from taskrun.stores.base import DEFAULT_MAX_ARG_BYTES
 
-__all__ = ["JOB_COLUMNS", "UnknownTask", "decode_payload", "encode_payload", "job_from_row"]
+__all__ = [
+    "DEFAULT_MAX_ARG_BYTES",
+    "JOB_COLUMNS",
+    "UnknownTask",
+    "decode_payload",
+    "encode_payload",
+    "job_from_row",
+    "safe_text",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -35,16 +51,52 @@ JOB_COLUMNS = (
 )
 
 
-def encode_payload(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> bytes:
+def safe_text(text: str | None) -> str | None:
+    """Return ``text`` storable as UTF-8: lone surrogates (from ``os.fsdecode``) escaped.
+
+    ``"bad \\udcff name"`` becomes ``"bad \\\\udcff name"``; other text is returned as is.
+    """
+    if text is None or text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def describe(value: object) -> str:
+    """Return ``repr(value)`` shortened and storable; never raises (a failing repr is named)."""
+    try:
+        return safe_text(_repr.repr(value)) or ""
+    except Exception as error:
+        return f"<{type(value).__name__} whose repr raised {type(error).__name__}>"
+
+
+def encode_payload(
+    task_name: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any] | None,
+    limit: int = DEFAULT_MAX_ARG_BYTES,
+) -> bytes:
     """Pickle a job's arguments.
 
+    :param limit: the most bytes the pickle may have (the runner's ``max_arg_bytes``).
     :raises NotSerializable: (a ``TypeError``) naming the task and the first
-        argument that cannot be pickled.
+        argument that cannot be pickled, or the size and the limit.
     """
     try:
-        return pickle.dumps((args, kwargs), _PROTOCOL)
+        payload = pickle.dumps((args, kwargs), _PROTOCOL)
     except Exception as error:
         raise _not_serializable(task_name, args, kwargs, error) from error
+    if len(payload) > limit:
+        raise NotSerializable(
+            f"cannot store a job of task {task_name!r}: its arguments take {len(payload):,} "
+            f"bytes pickled, over the limit of {limit:,} (max_arg_bytes); store the data in a "
+            "file or a table and pass its key, or raise max_arg_bytes "
+            "(TASKRUN_MAX_ARG_BYTES)"
+        )
+    return payload
 
 
 def _not_serializable(
@@ -61,9 +113,9 @@ def _not_serializable(
             where, culprit, error = label, value, found
             break
     return NotSerializable(
-        f"cannot store a job of task {task_name!r}: {where} ({_repr.repr(culprit)}) cannot be "
-        f"pickled ({type(error).__name__}: {error}); pass plain data such as ids, strings "
-        "and numbers and load the object inside the task"
+        f"cannot store a job of task {task_name!r}: {where} ({describe(culprit)}) cannot be "
+        f"pickled ({type(error).__name__}: {_message(error)}); pass plain data such as ids, "
+        "strings and numbers and load the object inside the task"
     )
 
 
@@ -73,22 +125,60 @@ def decode_payload(payload: bytes) -> tuple[tuple[Any, ...], dict[str, Any] | No
     return tuple(args), kwargs
 
 
-def encode_result(job: Job[Any]) -> tuple[bytes | None, str | None]:
-    """Return (pickle, text) for a finished job's value; text when it cannot be pickled."""
+def _message(error: BaseException) -> str:
+    """``str(error)``, storable, never raising."""
+    try:
+        return safe_text(str(error)) or ""
+    except Exception:
+        return f"<{type(error).__name__} whose str() raised>"
+
+
+class Unstorable:
+    """Why a job's outcome could not be stored: the row becomes a FAILURE with this text."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def encode_result(job: Job[Any]) -> tuple[bytes | None, str | None] | Unstorable:
+    """Return (pickle, text) for a job's value (its result, or the error of a RETRY).
+
+    Never raises.  A value that cannot be pickled is stored as its ``repr``
+    text; if the ``repr`` raises too, or pickling hit the recursion limit
+    (which also makes the ``repr`` unreliable), the outcome is
+    :class:`Unstorable`: the caller stores a FAILURE with that text.
+    """
     value = job.result
     if value is None:
         return None, None
+    what = "exception" if isinstance(value, BaseException) else "result"
     try:
         return pickle.dumps(value, _PROTOCOL), None
     except Exception as error:
-        logger.warning(
-            "job %s (%s): its %s cannot be pickled (%r); other processes see its repr",
-            job.id,
-            job.name,
-            "exception" if isinstance(value, BaseException) else "result",
-            error,
-        )
-        return None, repr(value)
+        cause = f"{type(error).__name__}: {_message(error)}"
+        if not isinstance(error, RecursionError):
+            try:
+                text = safe_text(repr(value))
+            except Exception as repr_error:
+                cause += f"; its repr raised {type(repr_error).__name__}: {_message(repr_error)}"
+            else:
+                logger.warning(
+                    "job %s (%s): its %s cannot be pickled (%s); other processes see its repr",
+                    job.id,
+                    job.name,
+                    what,
+                    cause,
+                )
+                return None, text
+    text = (
+        f"taskrun could not store the {what} of job {job.id} ({job.name}): its "
+        f"{type(value).__name__} cannot be pickled ({cause}); return plain data "
+        "(numbers, strings, lists, dicts) from the task"
+    )
+    logger.error("job %s (%s): %s; stored as FAILURE", job.id, job.name, text)
+    return Unstorable(text)
 
 
 def decode_result(blob: bytes | None, text: str | None) -> Any:
@@ -98,7 +188,7 @@ def decode_result(blob: bytes | None, text: str | None) -> Any:
     try:
         return pickle.loads(blob)
     except Exception as error:
-        return f"<result that cannot be loaded here: {error!r}>"
+        return f"<result that cannot be loaded here: {type(error).__name__}: {_message(error)}>"
 
 
 class UnknownTask:
@@ -134,7 +224,9 @@ def job_from_row(
 ) -> Job[Any]:
     """Build a :class:`Job` from a row of :data:`JOB_COLUMNS`.
 
-    Arguments that cannot be unpickled here leave ``args`` empty.
+    Never raises for what a row holds: arguments that cannot be unpickled
+    here leave ``args`` empty, a result that cannot be loaded becomes a text
+    saying why.  A RETRY job's ``result`` is the error it retries after.
 
     :param task: the registered task of that name, or ``None`` for an unknown one.
     """
@@ -160,6 +252,8 @@ def job_from_row(
     if job.state in FINISHED:
         runs.finished = finished
         runs.value = decode_result(row[9], row[10])
+    elif job.state is JobState.RETRY:
+        runs.value = decode_result(row[9], row[10])  # the error it retries after
     return job
 
 
@@ -173,3 +267,7 @@ def refresh_from_row(job: Job[Any], row: tuple[Any, ...]) -> None:
     runs.traceback = row[11]
     if job.state in FINISHED:
         job._finish(job.state, decode_result(row[9], row[10]), row[7])
+    elif job.state is JobState.RETRY:
+        runs.value = decode_result(row[9], row[10])
+    else:
+        runs.value = None

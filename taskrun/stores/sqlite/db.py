@@ -136,12 +136,14 @@ def release_all(conn: sqlite3.Connection, token: str) -> int:
 def reap_dead(
     conn: sqlite3.Connection, me: ProcessInfo, lease: float, now: float
 ) -> list[tuple[int, int]]:
-    """Hand back the jobs of processes that died or whose lease expired.
+    """Hand back the jobs of processes that died, or (on another host key) whose lease expired.
 
-    A process of this host key is dead when its pid is gone, a zombie or
-    reused; any process is dead when its heartbeat is older than ``lease``
-    seconds.  Its unfinished jobs become unowned (running ones PENDING) and
-    its row is deleted, in one transaction per process.
+    A process of this host key is judged by its pid alone: dead when the pid
+    is gone, a zombie or reused (another start time), alive otherwise, however
+    old its heartbeat (its loop may have stalled, or the wall clock stepped).
+    A process of another host key is dead when its heartbeat is older than
+    ``lease`` seconds.  A dead process's unfinished jobs become unowned
+    (running ones PENDING) and its row is deleted, in one transaction per process.
 
     :returns: (pid, jobs handed back) for each process reaped.
     """
@@ -150,8 +152,10 @@ def reap_dead(
     for token, pid, pid_start, host, beat in rows:
         if token == me.token:
             continue
-        gone = host == me.host and not is_alive(pid, pid_start)
-        if not gone and beat >= now - lease:
+        if host == me.host:
+            if is_alive(pid, pid_start):
+                continue
+        elif beat >= now - lease:
             continue
         with write_transaction(conn):
             deleted = conn.execute(

@@ -2,8 +2,11 @@
 
 Every process that opens the store holds a lease, renewed by a heartbeat
 each maintenance round; it owns the jobs it accepted or took over.  A
-process counts as dead when its pid is gone (or reused, or a zombie) or its
-heartbeat is older than the lease; a live process then hands that
+process of this host key (see :mod:`~taskrun.stores.sqlite.procs`) counts
+as dead only when its pid is gone (or reused, or a zombie): while it lives
+its jobs stay its own, however long its loop stalls or however far the wall
+clock steps.  A process seen from another host key counts as dead when its
+heartbeat is older than the lease.  A live process then hands that
 process's unfinished jobs back (running ones as PENDING) and takes them over
 in batches, together with jobs handed back by a graceful shutdown.  Only
 jobs of tasks this process has registered are taken, so a job of a task
@@ -32,9 +35,11 @@ from taskrun.stores.base import StoreHost
 from taskrun.stores.memory import MemoryStore
 from taskrun.stores.sqlite import db
 from taskrun.stores.sqlite.codec import decode_payload, job_from_row
+from taskrun.stores.sqlite.faults import Faults
 from taskrun.stores.sqlite.procs import ProcessInfo
 from taskrun.stores.sqlite.schema import connect
 from taskrun.stores.sqlite.writer import BatchWriter, SqlRunner
+from taskrun.supervision import Supervisor, guarded
 
 __all__ = ["CLAIM_LIMIT", "Leases"]
 
@@ -79,18 +84,35 @@ class Leases:
         self._poll = poll
         self.valid_until = time.monotonic() + lease / 2
         self.abandoned: set[str] = set()
-        self._housekeeper = _Housekeeper(sql.path, me, lease, self._reaped)
+        self._housekeeper = _Housekeeper(sql.path, me, lease, self._reaped, sql.faults)
 
     def may_run(self, job: Job[Any]) -> bool:
-        """Return whether ``job`` is still this process's; waits out a stalled lease."""
+        """Return whether ``job`` is still this process's; waits out a stalled lease.
+
+        :raises StoreError: if the lease cannot be renewed within ``lease``
+            seconds (the file cannot be written): the job fails visibly.
+        """
         if time.monotonic() > self.valid_until:
+            deadline = time.monotonic() + self._lease
             while time.monotonic() > self.valid_until and self._sql.is_open:
+                if time.monotonic() > deadline:
+                    raise StoreError(
+                        f"job {job.id} ({job.name}) does not run: this process could not renew "
+                        f"its lease in the taskrun store {self._sql.path!r} for {self._lease} s "
+                        f"({self._writer.failing or 'see the errors logged'})"
+                    )
                 self._writer.round_now()
                 gevent.sleep(0.05)
         return not (self.abandoned and job.id in self.abandoned)
 
     def maintain(self, host: StoreHost | None, oldest_kept: float, max_results: int) -> None:
-        """One round: renew the lease, act on cancel requests, take over orphaned jobs."""
+        """One round: renew the lease, act on cancel requests, take over orphaned jobs.
+
+        Starts a housekeeping pass (in its thread) whatever happens.
+
+        :raises Exception: what a statement raised; the writer's supervisor
+            logs it (once per kind) and runs the next round a heartbeat later.
+        """
         started = time.monotonic()
         try:
             if self._sql(db.heartbeat, self._me.token, time.time()):
@@ -101,9 +123,8 @@ class Leases:
                 self._cancel_requested(host)
                 if self._sql(db.has_unowned):
                     self._claim(host)
-        except (sqlite3.Error, StoreError) as error:
-            logger.error("taskrun store %s: maintenance failed: %s", self._sql.path, error)
-        self._housekeeper.start(oldest_kept, max_results)
+        finally:
+            self._housekeeper.start(oldest_kept, max_results)
 
     def close(self) -> None:
         """Stop housekeeping (waits up to 5 s for a pass in progress)."""
@@ -167,6 +188,11 @@ class Leases:
 
     def _reaped(self, reaped: list[tuple[int, int]]) -> None:
         for pid, count in reaped:
+            if not count:
+                logger.info(
+                    "taskrun store %s: process %d is gone; it held no job", self._sql.path, pid
+                )
+                continue
             logger.warning(
                 "taskrun store %s: process %d is gone; its %d unfinished job(s) will run "
                 "again in a live process",
@@ -174,7 +200,7 @@ class Leases:
                 pid,
                 count,
             )
-        if reaped:
+        if any(count for _, count in reaped):
             self._writer.round_now()  # take them over now, not a heartbeat later
 
 
@@ -200,11 +226,14 @@ class _Housekeeper:
         me: ProcessInfo,
         lease: float,
         reaped: Callable[[list[tuple[int, int]]], None],
+        faults: Faults,
     ) -> None:
         self._path = path
         self._me = me
         self._lease = lease
         self._reaped = reaped
+        self._faults = faults
+        self._guard = Supervisor(f"housekeeping of the taskrun store {path}", logger)
         self._pool = ThreadPool(1)
         self._conn: sqlite3.Connection | None = None
         self._pending: Any = None
@@ -217,11 +246,13 @@ class _Housekeeper:
         self._pending.rawlink(self._done)
 
     def _done(self, result: Any) -> None:
-        outcome = result.value
-        if isinstance(outcome, Exception):
-            logger.warning("taskrun store %s: housekeeping failed: %s", self._path, outcome)
+        outcome = result.value if result.successful() else result.exception
+        if isinstance(outcome, BaseException):
+            self._guard.failed(outcome, "reaping dead processes, pruning and checkpointing")
         elif outcome is not None:
-            self._reaped(outcome)
+            guarded(
+                self._guard, "handing back jobs of dead processes", lambda: self._reaped(outcome)
+            )
 
     def _work(self, oldest_kept: float, max_results: int) -> list[tuple[int, int]] | Exception:
         try:
@@ -229,8 +260,11 @@ class _Housekeeper:
                 self._conn = connect(self._path)
                 self._conn.execute("PRAGMA busy_timeout=2000")
             now = time.time()
+            self._faults.check("reap_dead")
             found = db.reap_dead(self._conn, self._me, self._lease, now)
+            self._faults.check("prune")
             db.prune(self._conn, oldest_kept, max_results, now - SLOT_KEEP, PRUNE_LIMIT)
+            self._faults.check("checkpoint")
             db.checkpoint(self._conn)
         except Exception as error:
             return error  # raised out of the thread, it would reach the hub

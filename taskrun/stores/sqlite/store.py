@@ -18,16 +18,38 @@ least once:
   the file notices the dead pid within about a second and takes them over,
   or the next process started on the file does; a job that was running runs
   again from the start, and a scheduled job still runs at its time;
-* a process that hangs past its 30 s lease is treated the same way (and,
-  when it wakes up, starts none of the jobs taken from it);
+* a live process is never declared dead by another process of the same
+  machine (and pid namespace), however long its loop stalls or however far
+  the wall clock steps: its pid and start time say it lives.  A process seen
+  from another host key (another container) that misses its 30 s lease is
+  treated as dead (and, when it wakes up, starts none of the jobs taken from it);
 * a graceful shutdown hands back the jobs still running or waiting at its
-  deadline, for a live process or the next start to run.
+  deadline, for a live process or the next start to run; a job that fails
+  during the drain with retries left is handed back as RETRY, due after its
+  back-off, rather than ending FAILURE.
 
 What is *not* covered: a crash in the millisecond between ``delay()``
 returning and the commit loses that job (call ``runner.store.flush()``
 first where the caller must know the job is on disk, e.g. before answering
 "accepted"; it also makes the job visible to the other workers), and a
 power cut may lose the last commits (``synchronous=NORMAL``).
+
+**Failing loudly.**  An outcome that cannot be stored (a result that
+cannot be pickled and whose ``repr`` raises, one nested too deeply) is
+stored as a FAILURE saying why.  A commit that keeps failing (a full disk,
+an I/O error) is retried with a back-off and logged once per kind of
+error; meanwhile ``delay()`` raises :class:`~taskrun.errors.StoreError`
+naming the file and the cause, a job whose row is not committed within
+``commit_wait`` seconds fails with that error, and ``flush(timeout)``
+returns ``False``.  Once commits work again, everything proceeds.
+
+**The file is a trust boundary.**  It holds pickles, so whoever can write
+it can run code as the app.  Opening refuses (with
+:class:`~taskrun.errors.StoreError` naming the file, its owner and mode,
+and the fix) a store file, or an existing ``-wal``/``-shm`` beside it,
+that another user owns or whose mode lets the group or others read or
+write it: ``chown`` it to the app's user and ``chmod 600`` it.  New files
+are created with mode 0600.
 
 **Idempotent tasks.**  A job that was running when its process died runs
 again, so a task should be safe to run twice: key its side effects by its
@@ -36,7 +58,8 @@ welcome mail unless ``user.welcomed_at`` is set", an idempotency key passed
 to the payment API), or check at the start whether the work is already done.
 
 **How it stays fast.**  Request greenlets never call SQLite: ``add`` pickles
-the arguments (an argument that cannot be pickled fails at once with
+the arguments (an argument that cannot be pickled, or whose pickle is larger
+than ``max_arg_bytes``, fails at once with
 :class:`~taskrun.errors.NotSerializable`) and queues a row; state changes
 queue the job.  One writer greenlet commits whatever is queued in one
 transaction (see :mod:`taskrun.stores.sqlite.writer`), and a worker starts a job
@@ -52,6 +75,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 from taskrun.clock import Clock
@@ -60,12 +84,14 @@ from taskrun.jobs import Job, JobState, TaskLike
 from taskrun.stores.base import StoreHost
 from taskrun.stores.memory import MemoryStore
 from taskrun.stores.sqlite import db
-from taskrun.stores.sqlite.codec import encode_payload
+from taskrun.stores.sqlite.codec import DEFAULT_MAX_ARG_BYTES, encode_payload
+from taskrun.stores.sqlite.faults import Faults
 from taskrun.stores.sqlite.leases import Leases
 from taskrun.stores.sqlite.procs import this_process
 from taskrun.stores.sqlite.remote import RemoteJobs
 from taskrun.stores.sqlite.schema import connect, create_file, migrate, store_path
-from taskrun.stores.sqlite.writer import BUSY_LIMIT, BatchWriter, SqlRunner
+from taskrun.stores.sqlite.writer import BUSY_LIMIT, COMMIT_WAIT, BatchWriter, SqlRunner
+from taskrun.validation import seconds
 
 __all__ = ["SqliteStore", "StoreHost", "store_path"]
 
@@ -88,6 +114,9 @@ class SqliteStore:
     :param writer_thread: run SQLite calls in a thread instead of on the
         event loop (for measurements: it is much slower while the loop is busy,
         see :mod:`taskrun.stores.sqlite.writer`).
+    :param max_arg_bytes: the largest pickled arguments a job may have.
+    :param commit_wait: seconds a worker waits for its job's row to be
+        committed before the job fails with :class:`~taskrun.errors.StoreError`.
     :raises ConfigError: if ``path`` names no file.
     """
 
@@ -102,6 +131,8 @@ class SqliteStore:
         heartbeat: float = 1.0,
         lease: float = 30.0,
         writer_thread: bool = False,
+        max_arg_bytes: int = DEFAULT_MAX_ARG_BYTES,
+        commit_wait: float = COMMIT_WAIT,
     ) -> None:
         self.path = store_path(path)
         self._clock = clock
@@ -111,6 +142,11 @@ class SqliteStore:
         self._heartbeat = heartbeat
         self._lease = lease
         self._writer_thread = writer_thread
+        self._max_arg_bytes = max_arg_bytes
+        self._commit_wait = commit_wait
+        #: Test-only fault injection in the store's real SQL path (see
+        #: :mod:`taskrun.stores.sqlite.faults`); nothing is armed by default.
+        self.faults = Faults()
         self._local = MemoryStore(clock, result_ttl, max_results)
         self._sql: SqlRunner | None = None
         self._writer: BatchWriter | None = None
@@ -134,7 +170,8 @@ class SqliteStore:
         Blocks the calling greenlet briefly (the event loop runs on).  Idempotent.
 
         :raises StoreError: naming the file and the fix, if it is corrupt,
-            from a newer taskrun, not writable, or locked for too long.
+            from a newer taskrun, not writable, locked for too long, owned by
+            another user or open to the group or others (see the module doc).
         """
         if self._sql is not None:
             return
@@ -143,6 +180,7 @@ class SqliteStore:
             self.path,
             lambda: connect(self.path, check_same_thread=not self._writer_thread),
             self._writer_thread,
+            self.faults,
         )
         me = this_process()
         try:
@@ -159,7 +197,9 @@ class SqliteStore:
             raise
         self._sql = sql
         self._token = me.token
-        self._writer = BatchWriter(sql, me.token, self._heartbeat, self._maintain)
+        self._writer = BatchWriter(
+            sql, me.token, self._heartbeat, self._maintain, self._commit_wait
+        )
         self._leases = Leases(
             sql,
             me,
@@ -199,7 +239,7 @@ class SqliteStore:
         sql.close()
         self._sql = self._writer = self._leases = None
 
-    def flush(self, timeout: float | None = None) -> bool:
+    def flush(self, timeout: float | timedelta | None = None) -> bool:
         """Wait until every job added or changed so far is committed to the file.
 
         Use it where a caller must know a job is on disk, and visible to the
@@ -207,24 +247,32 @@ class SqliteStore:
         two before that): e.g. before answering "202 Accepted" with a status
         URL that another worker may serve.
 
-        :returns: ``False`` if ``timeout`` seconds passed first.
+        :param timeout: seconds (or a ``timedelta``); ``None`` waits as long as it takes.
+        :returns: ``False`` if ``timeout`` seconds passed first (e.g. while
+            commits keep failing).
+        :raises ConfigError: for a negative or non-numeric ``timeout``.
         """
-        return self._writer is None or self._writer.flush(timeout)
+        wait = None if timeout is None else seconds("timeout", timeout)
+        return self._writer is None or self._writer.flush(wait)
 
     # -- the ResultStore interface -------------------------------------------------
 
     def add(self, job: Job[Any]) -> None:
         """Queue a new job's row; it is committed before the job can run.
 
-        :raises NotSerializable: if its arguments cannot be pickled.
-        :raises StoreError: if the store is not open.
+        :raises NotSerializable: if its arguments cannot be pickled, or their
+            pickle is larger than ``max_arg_bytes``.
+        :raises StoreError: if the store is not open, or while commits keep
+            failing (naming the file and the cause).
         """
         writer = self._writer
         if writer is None:
             raise StoreError(
                 f"the taskrun store {self.path!r} is not open; call runner.start() first"
             )
-        payload = encode_payload(job.name, job.args, job.kwargs)
+        if writer.failing is not None:
+            raise writer.failing
+        payload = encode_payload(job.name, job.args, job.kwargs, self._max_arg_bytes)
         row = (
             job.id,
             job.name,
@@ -256,7 +304,11 @@ class SqliteStore:
             self._writer.update(job)
 
     def before_run(self, job: Job[Any]) -> bool:
-        """Wait until ``job``'s row is committed; ``False`` if another process owns it now."""
+        """Wait until ``job``'s row is committed; ``False`` if another process owns it now.
+
+        :raises StoreError: if the row is not committed within ``commit_wait``
+            seconds, or the lease cannot be renewed: the job fails with it.
+        """
         writer, leases = self._writer, self._leases
         if writer is None or leases is None:
             return True

@@ -14,6 +14,18 @@ busy each take waits for the interpreter's 5 ms switch interval: committing
 500 jobs then took 3.6 ms per job instead of 12 us (``bench/README.md``,
 "loop kept busy").  A file locked by another process never blocks the loop:
 the statement fails at once and :class:`SqlRunner` yields and retries.
+
+The writer never dies and never fails silently.  A row that cannot be
+encoded is stored as a FAILURE saying why (:mod:`~taskrun.stores.sqlite.rows`).
+A commit that fails (a full disk, an I/O error, a corrupt page) is retried
+with a back-off growing to :data:`MAX_RETRY_PAUSE`, logged once per kind of
+error, and surfaced: while it keeps failing, :attr:`BatchWriter.failing`
+holds a :class:`~taskrun.errors.StoreError` naming the file and the cause,
+which ``delay()`` raises, and a worker waiting for its job's row gives up
+after ``commit_wait`` seconds.  The maintenance round (the heartbeat) keeps
+running between retries, so a failing batch does not get the process
+declared dead.  Any other error of a round is logged by a
+:class:`~taskrun.supervision.Supervisor` and the loop goes on.
 """
 
 from __future__ import annotations
@@ -30,17 +42,24 @@ from gevent.greenlet import Greenlet
 from gevent.threadpool import ThreadPool
 
 from taskrun.errors import StoreError
-from taskrun.jobs import FINISHED, Job
+from taskrun.jobs import Job
 from taskrun.stores.sqlite import db
-from taskrun.stores.sqlite.codec import encode_result
+from taskrun.stores.sqlite.faults import Faults
+from taskrun.stores.sqlite.rows import failure_row, update_row
+from taskrun.supervision import Supervisor, guarded
 
-__all__ = ["BUSY_LIMIT", "BatchWriter", "SqlRunner"]
+__all__ = ["BUSY_LIMIT", "COMMIT_WAIT", "BatchWriter", "SqlRunner"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 #: How long a lock held by another process may delay one statement before it fails.
 BUSY_LIMIT = 30.0
+#: How long a worker waits for its job's row to be committed before the job fails.
+COMMIT_WAIT = 30.0
+#: The first and the longest pause between retries of a failing commit.
+FIRST_RETRY_PAUSE = 0.05
+MAX_RETRY_PAUSE = 2.0
 
 
 class SqlRunner:
@@ -48,10 +67,18 @@ class SqlRunner:
 
     :param connect: opens the connection (called in the thread, if any).
     :param in_thread: run every call in a dedicated thread instead of on the loop.
+    :param faults: faults a test armed (see :mod:`~taskrun.stores.sqlite.faults`).
     """
 
-    def __init__(self, path: str, connect: Callable[[], sqlite3.Connection], in_thread: bool):
+    def __init__(
+        self,
+        path: str,
+        connect: Callable[[], sqlite3.Connection],
+        in_thread: bool,
+        faults: Faults | None = None,
+    ):
         self.path = path
+        self.faults = faults if faults is not None else Faults()
         self._pool = ThreadPool(1) if in_thread else None
         self._conn: sqlite3.Connection | None = self._run(connect)
 
@@ -77,6 +104,7 @@ class SqlRunner:
             if conn is None:
                 raise StoreError(f"the taskrun store {self.path!r} is closed")
             try:
+                self.faults.check(getattr(fn, "__name__", ""))
                 return self._run(fn, conn, *args)
             except sqlite3.OperationalError as error:
                 if not db.is_busy(error) or time.monotonic() > deadline:
@@ -123,16 +151,24 @@ class BatchWriter:
     :param sql: runs the statements.
     :param token: this process's owner token, written on every row it owns.
     :param heartbeat: seconds between calls of ``maintain``.
-    :param maintain: the store's maintenance round, run between batches.
+    :param maintain: the store's maintenance round, run between batches (and
+        between the retries of a failing commit).
+    :param commit_wait: seconds :meth:`wait_committed` waits before it gives up.
     """
 
     def __init__(
-        self, sql: SqlRunner, token: str, heartbeat: float, maintain: Callable[[], None]
+        self,
+        sql: SqlRunner,
+        token: str,
+        heartbeat: float,
+        maintain: Callable[[], None],
+        commit_wait: float = COMMIT_WAIT,
     ) -> None:
         self._sql = sql
         self._token = token
         self._heartbeat = heartbeat
         self._maintain = maintain
+        self._commit_wait = commit_wait
         self._batch = _Batch()
         self._flushing: _Batch | None = None
         self._updates: dict[str, Job[Any]] = {}
@@ -141,6 +177,12 @@ class BatchWriter:
         self._next_round = 0.0
         self._closing = False
         self._greenlet: Greenlet[..., None] | None = None
+        self._loop_guard = Supervisor(f"the writer of the taskrun store {sql.path}", logger)
+        self._round_guard = Supervisor(
+            f"the maintenance round of the taskrun store {sql.path}", logger
+        )
+        #: Set while commits keep failing: what ``delay()`` raises meanwhile.
+        self.failing: StoreError | None = None
 
     def start(self) -> None:
         """Start the writer greenlet; its first maintenance round runs at once."""
@@ -173,14 +215,24 @@ class BatchWriter:
         return set(self._batch.inserts) | (set(flushing.inserts) if flushing else set())
 
     def wait_committed(self, job_id: str) -> None:
-        """Block the calling greenlet until the row of ``job_id`` is committed (if queued)."""
+        """Block the calling greenlet until the row of ``job_id`` is committed (if queued).
+
+        :raises StoreError: naming the file and the cause, if it is not
+            committed within ``commit_wait`` seconds (commits keep failing).
+        """
         flushing = self._flushing
         if flushing is not None and job_id in flushing.inserts:
-            flushing.committed.wait()
+            event = flushing.committed
+        elif job_id in self._batch.inserts:
+            event = self._batch.committed
+        else:
             return
-        batch = self._batch
-        if job_id in batch.inserts:
-            batch.committed.wait()
+        if not event.wait(self._commit_wait):
+            cause = self.failing or f"the writer did not commit within {self._commit_wait} s"
+            raise StoreError(
+                f"job {job_id}: its row was not committed to the taskrun store "
+                f"{self._sql.path!r} within {self._commit_wait} s, so it does not run: {cause}"
+            )
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far is committed; ``False`` on timeout."""
@@ -214,19 +266,32 @@ class BatchWriter:
     def _loop(self) -> None:
         self._next_round = 0.0
         while True:
-            # The round comes first: a steady stream of batches must not
-            # starve the heartbeat (other processes would take our jobs).
-            if time.monotonic() >= self._next_round and not self._closing:
-                self._next_round = time.monotonic() + self._heartbeat
-                self._maintain()  # may call round_now() to run again at once
-            if self._batch.inserts or self._updates:
-                if not self._flush():
+            try:
+                if self._step():
                     return
-                continue
-            if self._closing:
-                return
-            self._wake.clear()
-            self._wake.wait(max(self._next_round - time.monotonic(), 0.0))
+            except Exception as error:
+                self._wake.wait(self._loop_guard.failed(error, "committing a batch"))
+            else:
+                self._loop_guard.ok()
+
+    def _step(self) -> bool:
+        """One pass of the loop; ``True`` once the writer should stop."""
+        # The round comes first: a steady stream of batches must not
+        # starve the heartbeat (other processes would take our jobs).
+        self._maybe_maintain()
+        if self._batch.inserts or self._updates:
+            return not self._flush()
+        if self._closing:
+            return True
+        self._wake.clear()
+        self._wake.wait(max(self._next_round - time.monotonic(), 0.0))
+        return False
+
+    def _maybe_maintain(self) -> None:
+        if time.monotonic() >= self._next_round and not self._closing:
+            self._next_round = time.monotonic() + self._heartbeat
+            # may call round_now() to run again at once
+            guarded(self._round_guard, "renewing the lease and taking over jobs", self._maintain)
 
     def _flush(self) -> bool:
         """Commit the open batch and the queued changes; ``False`` if closing failed."""
@@ -234,51 +299,77 @@ class BatchWriter:
         updates, self._updates = self._updates, {}
         released, self._released = self._released, set()
         token = self._token
-        rows = [_update_row(job, token, job.id in released) for job in updates.values()]
+        rows = [update_row(job, token, job.id in released) for job in updates.values()]
         self._flushing = batch
-        pause = 0.1
+        pause = FIRST_RETRY_PAUSE
+        failures = 0
+        last_kind: tuple[type[BaseException], str] | None = None
         while True:
             try:
                 self._sql(db.write_batch, batch.inserts.values(), rows)
                 break
             except (sqlite3.Error, StoreError) as error:
-                logger.error(
-                    "taskrun store %s: cannot commit %d job row(s) (%s); retrying in %.1f s",
-                    self._sql.path,
-                    len(batch.inserts) + len(rows),
-                    error,
-                    pause,
-                )
-                if self._closing and pause > 3:
+                failures += 1
+                kind = (type(error), str(error))
+                if kind != last_kind:
+                    last_kind = kind
+                    self._failed(error, len(batch.inserts) + len(rows))
+                if self._closing and failures > 3:
                     self._batch.inserts.update(batch.inserts)  # counted by close()
                     return False
-                gevent.sleep(pause)
-                pause = min(pause * 2, 5.0)
+            except Exception as error:  # a row the driver refuses: isolate it
+                try:
+                    rows = self._isolate(batch, rows, error)
+                except (sqlite3.Error, StoreError) as failed:
+                    self._failed(failed, len(batch.inserts) + len(rows))
+            gevent.sleep(pause)
+            pause = min(pause * 2, MAX_RETRY_PAUSE)
+            self._maybe_maintain()  # keep the heartbeat going while commits fail
         self._flushing = None
+        if self.failing is not None:
+            logger.warning(
+                "taskrun store %s: commits work again (after %d failed attempt(s))",
+                self._sql.path,
+                failures,
+            )
+            self.failing = None
         batch.committed.set()
         return True
 
+    def _failed(self, error: BaseException, count: int) -> None:
+        self.failing = StoreError(
+            f"cannot write to the taskrun store {self._sql.path!r}: {error}; "
+            f"{count} job row(s) wait to be committed (check that its disk is not full, "
+            "and that the file is not corrupt: sqlite3 FILE 'PRAGMA integrity_check')"
+        )
+        logger.error("%s; retrying up to every %.1f s", self.failing, MAX_RETRY_PAUSE)
 
-def _update_row(job: Job[Any], token: str, released: bool) -> tuple[Any, ...]:
-    """The parameters of :data:`~.db.UPDATE_JOB` for the current state of ``job``."""
-    runs = job._runs  # None until the job first starts, fails or finishes
-    started = runs.started if runs is not None else None
-    blob: bytes | None = None
-    text: str | None = None
-    finished: float | None = None
-    if job.state in FINISHED:
-        blob, text = encode_result(job)
-        finished = runs.finished if runs is not None else None
-    return (
-        job.state.value,
-        job.attempts,
-        started,
-        finished,
-        job.due,
-        blob,
-        text,
-        job.traceback,
-        None if released else token,
-        job.id,
-        token,
-    )
+    def _isolate(
+        self, batch: _Batch, rows: list[tuple[Any, ...]], error: Exception
+    ) -> list[tuple[Any, ...]]:
+        """After ``error`` from the driver: drop inserts, turn updates it refuses into FAILUREs."""
+        logger.error(
+            "taskrun store %s: a job row could not be written (%s: %s); finding it",
+            self._sql.path,
+            type(error).__name__,
+            error,
+        )
+        for job_id, row in list(batch.inserts.items()):
+            try:
+                self._sql(db.write_batch, [row], [])
+            except (sqlite3.Error, StoreError):
+                raise
+            except Exception as bad:
+                del batch.inserts[job_id]
+                logger.error("job %s: its row cannot be stored (%r); dropped", job_id, bad)
+        kept = []
+        for row in rows:
+            try:
+                self._sql(db.write_batch, [], [row])
+            except (sqlite3.Error, StoreError):
+                raise
+            except Exception as bad:
+                kept.append(failure_row(row, f"its row cannot be stored ({type(bad).__name__})"))
+            else:
+                kept.append(row)
+        return kept
