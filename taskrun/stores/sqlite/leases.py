@@ -38,7 +38,8 @@ from taskrun.stores.sqlite.codec import decode_payload, job_from_row
 from taskrun.stores.sqlite.faults import Faults
 from taskrun.stores.sqlite.procs import ProcessInfo
 from taskrun.stores.sqlite.schema import connect
-from taskrun.stores.sqlite.writer import BatchWriter, SqlRunner
+from taskrun.stores.sqlite.sql import SqlRunner
+from taskrun.stores.sqlite.writer import BatchWriter
 from taskrun.supervision import Supervisor, guarded
 
 __all__ = ["CLAIM_LIMIT", "Leases"]

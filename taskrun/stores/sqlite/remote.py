@@ -22,7 +22,7 @@ from taskrun.errors import JobLost, StoreError
 from taskrun.jobs import Job, JobState, TaskLike
 from taskrun.stores.sqlite import db
 from taskrun.stores.sqlite.codec import job_from_row, refresh_from_row
-from taskrun.stores.sqlite.writer import SqlRunner
+from taskrun.stores.sqlite.sql import SqlRunner
 
 __all__ = ["RemoteJobs"]
 

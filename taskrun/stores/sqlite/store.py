@@ -90,7 +90,8 @@ from taskrun.stores.sqlite.leases import Leases
 from taskrun.stores.sqlite.procs import this_process
 from taskrun.stores.sqlite.remote import RemoteJobs
 from taskrun.stores.sqlite.schema import connect, create_file, migrate, store_path
-from taskrun.stores.sqlite.writer import BUSY_LIMIT, COMMIT_WAIT, BatchWriter, SqlRunner
+from taskrun.stores.sqlite.sql import BUSY_LIMIT, SqlRunner
+from taskrun.stores.sqlite.writer import COMMIT_WAIT, BatchWriter
 from taskrun.validation import seconds
 
 __all__ = ["SqliteStore", "StoreHost", "store_path"]
