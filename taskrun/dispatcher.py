@@ -288,29 +288,30 @@ class Dispatcher:
         if should_retry(options, job.attempts, error):
             delay = retry_delay(options, job.attempts, self._rand)
             if self._closing:
+                # Shutting down: only a durable store can keep the retry.
                 if self._keep_retry(job, error, delay):
                     return
-                logger.error("job %s (%s) failed during shutdown", job.id, job.name, exc_info=error)
-                self.failed += 1
-                self._record(job, JobState.FAILURE, error)
+            else:
+                self._retry(job, error, delay)
                 return
-            logger.warning(
-                "job %s (%s) failed on attempt %d (%r); retrying in %.2f s",
-                job.id,
-                job.name,
-                job.attempts,
-                error,
-                delay,
-            )
-            job.state = JobState.RETRY
-            runs.value = error
-            job.due = self._clock.time() + delay
-            self.store.update(job)
-            self._schedule(job)
-            return
         logger.error("job %s (%s) failed", job.id, job.name, exc_info=error)
         self.failed += 1
         self._record(job, JobState.FAILURE, error)
+
+    def _retry(self, job: Job[Any], error: BaseException, delay: float) -> None:
+        logger.warning(
+            "job %s (%s) failed on attempt %d (%r); retrying in %.2f s",
+            job.id,
+            job.name,
+            job.attempts,
+            error,
+            delay,
+        )
+        job.state = JobState.RETRY
+        job._run_record().value = error
+        job.due = self._clock.time() + delay
+        self.store.update(job)
+        self._schedule(job)
 
     def _keep_retry(self, job: Job[Any], error: BaseException, delay: float) -> bool:
         """While closing: hand a job with retries left back to a durable store, as RETRY.
