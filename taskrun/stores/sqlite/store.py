@@ -86,10 +86,11 @@ from taskrun.stores.memory import MemoryStore
 from taskrun.stores.sqlite import db
 from taskrun.stores.sqlite.codec import DEFAULT_MAX_ARG_BYTES, encode_payload
 from taskrun.stores.sqlite.faults import Faults
+from taskrun.stores.sqlite.files import create_file, store_path
 from taskrun.stores.sqlite.leases import Leases
 from taskrun.stores.sqlite.procs import this_process
 from taskrun.stores.sqlite.remote import RemoteJobs
-from taskrun.stores.sqlite.schema import connect, create_file, migrate, store_path
+from taskrun.stores.sqlite.schema import connect, migrate
 from taskrun.stores.sqlite.sql import BUSY_LIMIT, SqlRunner
 from taskrun.stores.sqlite.writer import COMMIT_WAIT, BatchWriter
 from taskrun.validation import seconds
