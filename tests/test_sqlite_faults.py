@@ -552,3 +552,23 @@ def test_a_retrying_jobs_error_is_seen_from_another_runner_and_its_status_json(
                 "error": {"type": "ValueError", "message": "no such year: 1066"},
             }
         )
+
+
+def test_a_row_whose_arguments_and_result_cannot_be_loaded_is_read_without_raising(
+    make_runner: MakeRunner, tmp_path: Path
+) -> None:
+    path = tmp_path / "taskrun.db"
+    viewer = sqlite_runner(make_runner, path)
+    broken = b"\x80\x05\x95not a pickle"
+    query(
+        path,
+        "INSERT INTO jobs (id, task, state, payload, enqueued, finished, result, traceback) "
+        "VALUES ('broken', 'elsewhere', 'SUCCESS', ?, 0, 1, ?, ?)",
+        broken,
+        broken,
+        "Traceback: \\udcff",
+    )
+
+    seen = viewer.job("broken")
+    assert seen is not None and seen.state is JobState.SUCCESS and seen.args == ()
+    assert str(seen.get(timeout=1)).startswith("<result that cannot be loaded here: ")
