@@ -572,3 +572,35 @@ def test_a_row_whose_arguments_and_result_cannot_be_loaded_is_read_without_raisi
     seen = viewer.job("broken")
     assert seen is not None and seen.state is JobState.SUCCESS and seen.args == ()
     assert str(seen.get(timeout=1)).startswith("<result that cannot be loaded here: ")
+
+
+def test_a_job_fails_visibly_when_the_lease_cannot_be_renewed_and_runs_again_once_it_can(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "taskrun.db"
+    runner = TaskRunner(lock_path=None, concurrency=2)
+    runner.configure(
+        store=SqliteStore(
+            path, clock=runner.clock, result_ttl=3600, max_results=1000, host=runner,
+            heartbeat=0.1, lease=1.0,
+        )
+    )  # fmt: skip
+    runner.start()
+    store = store_of(runner)
+    try:
+
+        @runner.task(name="work")
+        def work(value: int) -> int:
+            return value
+
+        store.faults.fail("heartbeat", sqlite3.OperationalError("disk I/O error"), 1_000_000)
+        wait_until(lambda: store.faults.raised.get("heartbeat", 0) >= 10, 10, "failed heartbeats")
+        job = work.delay(1)
+        with pytest.raises(StoreError, match=r"could not renew its lease .* for 1.0 s"):
+            job.get(timeout=10)
+        assert records(caplog, "disk I/O error", "taskrun.stores.sqlite.writer")
+        store.faults.clear()
+        assert work.delay(2).get(timeout=10) == 2
+    finally:
+        store.faults.clear()
+        runner.stop(timeout=5)
