@@ -22,8 +22,17 @@ of its own; it extends gunicorn's:
   a draining worker no longer accepts requests and gunicorn starts its
   replacement only once it has exited.
 * ``SIGQUIT``/``SIGINT`` (quick exit): running jobs are killed at once.
+* a lost master (killed, say, by ``SIGKILL``): the orphaned worker notices
+  at its next heartbeat, stops accepting connections first, finishes its
+  requests, then drains its jobs within ``$TASKRUN_RECYCLE_GRACE``.
 
 Jobs still running at the deadline are killed, marked CANCELLED and logged.
+
+A runner that cannot start (a store it cannot open, a bad ``lock_path``)
+makes the worker exit with gunicorn's boot-error code
+(:data:`WORKER_BOOT_ERROR`) after one log line naming the cause and the fix:
+the master then stops with "Worker failed to boot" instead of booting
+replacements that fail the same way, for ever.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import contextlib
 import logging
 import math
 import os
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -40,9 +50,11 @@ from typing import Any
 
 import gevent
 from gevent import monkey
+from gunicorn.arbiter import Arbiter
 from gunicorn.workers.ggevent import GeventWorker as _GunicornGeventWorker
 
 from taskrun.checks import shared_store_problem
+from taskrun.errors import TaskrunError
 from taskrun.loading import find_runner, no_runner_message, split_target
 from taskrun.runner import TaskRunner
 
@@ -58,6 +70,10 @@ RUNNER_STARTED = "taskrun runner started in worker %s"
 #: What :meth:`GeventWorker.setup` leaves unpatched in the master (``monkey.patch_all``
 #: arguments): gevent's forms would stop gunicorn supervising its workers.
 MASTER_UNPATCHED = ("os", "signal", "subprocess", "thread", "queue")
+#: The exit code that tells gunicorn's master a worker failed to boot (it then stops).
+WORKER_BOOT_ERROR: int = Arbiter.WORKER_BOOT_ERROR
+#: Logged (at error level) when a worker's runner cannot start; the worker then exits.
+RUNNER_FAILED = "taskrun runner cannot start in worker %s, so the worker exits: %s"
 
 
 def recycle_grace(graceful_timeout: float) -> float:
@@ -97,6 +113,21 @@ def _find_worker_runner(worker: Any) -> TaskRunner | None:
     if problem is not None:
         logger.warning("%s", problem)
     return runner
+
+
+def _start_worker_runner(worker: Any, runner: TaskRunner) -> None:
+    """Start ``runner`` in ``worker``; if it cannot start, log why and exit as a boot error.
+
+    :raises SystemExit: with :data:`WORKER_BOOT_ERROR`, so that the master
+        stops instead of booting replacements that would fail the same way.
+    """
+    try:
+        runner.start()
+    except TaskrunError as error:
+        # One line, through gunicorn's error log: the message names the fix.
+        worker.log.error(RUNNER_FAILED, worker.pid, error)
+        sys.exit(WORKER_BOOT_ERROR)
+    worker.log.info(RUNNER_STARTED, worker.pid)
 
 
 @contextlib.contextmanager
@@ -184,15 +215,33 @@ class GeventWorker(_GunicornGeventWorker):  # type: ignore[misc]  # gunicorn is 
         self.runner = _find_worker_runner(self)
 
     def run(self) -> None:
-        """Start the runner, serve until told to stop, then drain the jobs."""
+        """Start the runner, serve until told to stop, then drain the jobs.
+
+        :raises SystemExit: with :data:`WORKER_BOOT_ERROR` if the runner
+            cannot start (logged once, naming the cause and the fix).
+        """
         if self.runner is not None:
-            self.runner.start()
-            self.log.info(RUNNER_STARTED, self.pid)
+            _start_worker_runner(self, self.runner)
         try:
             super().run()
         finally:
             if self.runner is not None:
                 self._stop_runner(self.runner)
+
+    def notify(self) -> None:
+        """Tell the master this worker is alive; if the master is gone, stop serving.
+
+        gunicorn's own gevent worker exits from here at once when its parent
+        changes, while still listening and with its jobs running.  This one
+        only asks the serving loop to stop: the listening sockets close first,
+        requests in flight finish, then the jobs drain (within
+        ``$TASKRUN_RECYCLE_GRACE``).
+        """
+        # Skip gunicorn's GeventWorker.notify (it calls sys.exit); keep the heartbeat.
+        super(_GunicornGeventWorker, self).notify()
+        if self.ppid != os.getppid() and self.alive:
+            self.log.info("Parent changed, shutting down: %s", self)
+            self.alive = False
 
     def drain_budget(self) -> float:
         """Return the seconds left for jobs to finish, from now.
@@ -247,8 +296,7 @@ def post_worker_init(worker: Any) -> None:
     runner = _find_worker_runner(worker)
     worker.taskrun_runner = runner
     if runner is not None:
-        runner.start()
-        worker.log.info(RUNNER_STARTED, worker.pid)
+        _start_worker_runner(worker, runner)
 
 
 def worker_int(worker: Any) -> None:

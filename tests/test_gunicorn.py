@@ -31,15 +31,105 @@ from serving_helpers import (
     worker_pids,
 )
 
-from taskrun.gunicorn import DEFAULT_RECYCLE_GRACE, RECYCLE_GRACE_ENV, recycle_grace
+from taskrun.gunicorn import (
+    DEFAULT_RECYCLE_GRACE,
+    RECYCLE_GRACE_ENV,
+    RUNNER_FAILED,
+    WORKER_BOOT_ERROR,
+    recycle_grace,
+)
 
 BOOT = 40.0  # seconds a gunicorn gets to answer its first request
 GUNICORNC = str(Path(sys.executable).with_name("gunicornc"))  # gunicorn's control client
 
 
+def refuses_connections(url: str) -> bool:
+    """Return whether nothing accepts connections at ``url`` any more."""
+    try:
+        http_get(url + "/ping", timeout=2.0)
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def start_job(url: str, out: Path, name: str, sleep: int) -> tuple[str, str]:
     """Enqueue job ``name`` sleeping ``sleep`` s; once a worker runs it, return (job id, worker)."""
     job_id, worker = http_get(f"{url}/enqueue?id={name}&sleep={sleep}")[1].split()
+    wait_for(lambda: f"started {name} {worker}" in lines(out), 10, "the job to start")
+    return job_id, worker
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("target", "env", "cause"),
+    [
+        (
+            "store_app:app",
+            {"TASKRUN_TEST_STORE": "missing/dir/taskrun.db"},
+            "cannot open the taskrun store",
+        ),
+        (
+            "periodic_app:app",
+            {"TASKRUN_TEST_LOCK": "missing/dir/leader.lock"},
+            "leader lock directory",
+        ),
+    ],
+)
+def test_a_runner_that_cannot_start_stops_gunicorn_with_a_boot_error_logged_once(
+    tmp_path: Path, target: str, env: dict[str, str], cause: str
+) -> None:
+    paths = {key: str(tmp_path / value) for key, value in env.items()}
+    command = gunicorn_command(target, "-w", "2")
+    with run_process(command, app_env(tmp_path / "o", **paths), tmp_path / "g.log") as served:
+        code = served.wait_exit(timeout=BOOT)
+        boots = worker_pids(served)
+
+    log = served.log_text()
+    failures = log.count(RUNNER_FAILED.split(" %s")[0])
+    # 3 (WORKER_BOOT_ERROR); 1 when gunicorn's master, halting for the first
+    # worker, trips over the second worker's boot error while it reaps.
+    assert code in (WORKER_BOOT_ERROR, 1), log
+    assert "Worker failed to boot" in log
+    assert cause in log and "does not exist" in log
+    # The master stopped at the first failure: no worker was booted again.
+    assert 1 <= len(boots) <= 2, log
+    assert 1 <= failures <= len(boots), log
+    assert "Exception in worker process" not in log  # no worker traceback: one line
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_an_orphaned_worker_stops_listening_before_its_runner_drains(tmp_path: Path) -> None:
+    out = tmp_path / "jobs.txt"
+    env = {**app_env(out), RECYCLE_GRACE_ENV: "30"}
+    command = gunicorn_command("jobs_app:app", "-w", "1", "--graceful-timeout", "30")
+    with run_process(command, env, tmp_path / "gunicorn.log") as served:
+        url = gunicorn_url(served, BOOT)
+        [worker_pid] = wait_workers_ready(served, 1, BOOT)
+        _, worker = start_job_held(url, out, "h")
+
+        os.kill(served.proc.pid, signal.SIGKILL)  # the master dies; the worker is orphaned
+        served.proc.wait(timeout=10)
+        wait_for(lambda: "Parent changed" in served.log_text(), 15, "the orphan to notice")
+        wait_for(lambda: refuses_connections(url), 15, "the orphan to stop listening")
+        # The listener is closed while the job still runs: the runner drains after.
+        job_running = f"finished h {worker}" not in lines(out) and pid_exists(worker_pid)
+
+        Path(f"{out}.h.release").touch()
+        wait_for(lambda: f"finished h {worker}" in lines(out), 15, "the held job to finish")
+        wait_for(lambda: not pid_exists(worker_pid), 15, "the orphaned worker to exit")
+
+    assert job_running, served.log_text()
+    assert "letting jobs finish within" in served.log_text()
+    assert "cancelled" not in served.log_text()
+
+
+def start_job_held(url: str, out: Path, name: str) -> tuple[str, str]:
+    """Enqueue a job that waits for its release file; once it runs, return (job id, worker)."""
+    job_id, worker = http_get(f"{url}/hold?id={name}")[1].split()
     wait_for(lambda: f"started {name} {worker}" in lines(out), 10, "the job to start")
     return job_id, worker
 

@@ -10,6 +10,8 @@ Routes (GET):
 * ``/enqueue?id=ID&sleep=S``: enqueues a job that sleeps S seconds; ``<job id> <pid>``
 * ``/slow?sleep=S``: notes ``request slow <pid>``, sleeps S seconds inside the
   request; ``slept <pid>``
+* ``/hold?id=ID``: enqueues a greenlet job that waits until the file
+  ``$TASKRUN_TEST_OUT.ID.release`` exists (or 20 s have passed); ``<job id> <pid>``
 * ``/resize?id=ID``: enqueues a job on the thread executor that resizes an
   image with Pillow over and over until the file ``$TASKRUN_TEST_OUT.ID.release``
   exists (or 20 s have passed); ``<job id> <pid>``
@@ -49,6 +51,17 @@ def record(name: str, seconds: float) -> str:
     return name
 
 
+@runner.task
+def hold(name: str) -> None:
+    """Note the start, wait (cooperatively) until released, note the end."""
+    _note(f"started {name}")
+    release = f"{os.environ['TASKRUN_TEST_OUT']}.{name}.release"
+    deadline = time.monotonic() + 20
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _note(f"finished {name}")
+
+
 @runner.task(executor="thread")
 def resize_until_released(name: str) -> int:
     """Note the start, resize with Pillow on a thread until told to stop, note the end."""
@@ -73,6 +86,9 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
         body = f"pong {pid}"
     elif path == "/enqueue":
         job = record.delay(query["id"], float(query.get("sleep", "0")))
+        body = f"{job.id} {pid}"
+    elif path == "/hold":
+        job = hold.delay(query["id"])
         body = f"{job.id} {pid}"
     elif path == "/resize":
         job = resize_until_released.delay(query["id"])
