@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, overload
 from flask import Response, jsonify, request
 from werkzeug.datastructures import ImmutableMultiDict
 
-from taskrun.errors import ConfigError, QueueFull
+from taskrun.errors import ConfigError, QueueFull, RunnerNotRunning
 from taskrun.flask.status import accepted_response
 
 if TYPE_CHECKING:  # the runner imports this package lazily (runner.background)
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 #: The parameter a background view declares to receive a :class:`RequestData`.
 REQUEST_DATA_PARAMETER = "request_data"
-#: Seconds a client is asked to wait when the backlog is full.
+#: Seconds a client is asked to wait when the backlog is full or the runner is not running.
 RETRY_AFTER = 5
 
 
@@ -125,7 +125,8 @@ def background(runner: TaskRunner, view: ViewFunction | None = None, /, **option
     and a ``Location`` header to the status endpoint, which serves the view's
     return value as the job's ``result`` once it succeeds; return plain
     JSON-serialisable data (a dict, a list, a string, a number), not a response.
-    When the backlog is full the response is ``503`` with ``Retry-After``.
+    When the backlog is full, or the runner is not running (not started yet,
+    or stopping), the response is ``503`` with ``Retry-After``, never a 500.
 
     :raises ConfigError: at decoration time, for a bad option or a name in use.
 
@@ -157,7 +158,7 @@ def background(runner: TaskRunner, view: ViewFunction | None = None, /, **option
             snapshot = RequestData.capture().to_plain() if wants_request else None
             try:
                 job = task.delay(view_args, snapshot)
-            except QueueFull as error:
+            except (QueueFull, RunnerNotRunning) as error:
                 logger.warning("background view %s refused a request: %s", name, error)
                 response = jsonify(error="the server is busy; try again later")
                 response.status_code = 503
