@@ -9,9 +9,12 @@ from taskrun.clock import ManualClock as ManualClock
 from taskrun.errors import ConfigError as ConfigError
 from taskrun.errors import InvalidSchedule as InvalidSchedule
 from taskrun.errors import JobCancelled as JobCancelled
+from taskrun.errors import JobLost as JobLost
 from taskrun.errors import JobTimeout as JobTimeout
+from taskrun.errors import NotSerializable as NotSerializable
 from taskrun.errors import QueueFull as QueueFull
 from taskrun.errors import RunnerNotRunning as RunnerNotRunning
+from taskrun.errors import StoreError as StoreError
 from taskrun.errors import TaskrunError as TaskrunError
 from taskrun.errors import WaitTimeout as WaitTimeout
 from taskrun.jobs import Job as Job

@@ -86,10 +86,12 @@ def recycle_grace(graceful_timeout: float) -> float:
     grace = DEFAULT_RECYCLE_GRACE
     if text:
         try:
-            grace = float(text)
-            if not math.isfinite(grace) or grace < 0:
-                raise ValueError(text)
+            given = float(text)
         except ValueError:
+            given = math.nan
+        if math.isfinite(given) and given >= 0:
+            grace = given
+        else:
             logger.warning(
                 "%s=%r is not a number of seconds >= 0; using %s s (e.g. %s=10)",
                 RECYCLE_GRACE_ENV,
@@ -97,7 +99,6 @@ def recycle_grace(graceful_timeout: float) -> float:
                 DEFAULT_RECYCLE_GRACE,
                 RECYCLE_GRACE_ENV,
             )
-            grace = DEFAULT_RECYCLE_GRACE
     return min(grace, graceful_timeout)
 
 

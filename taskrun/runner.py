@@ -174,11 +174,14 @@ class TaskRunner(TaskRegistry):
         Accepts ``concurrency``, ``max_pending``, ``max_scheduled``, ``eager``,
         ``store`` and ``max_arg_bytes``.
 
-        :raises RunnerNotRunning: if the runner is already running.
-        :raises ConfigError: for an unknown or out-of-range option.
+        :raises ConfigError: if the runner is running, or for an unknown or
+            out-of-range option.
         """
         if self._accepting:
-            raise RunnerNotRunning("configure() must be called before start()")
+            raise ConfigError(
+                f"cannot change {', '.join(sorted(options))} of a running runner: "
+                "call configure() before start(), or stop() first"
+            )
         settings = self._router.settings.configured(**options)
         remake = "store" in options or "max_arg_bytes" in options
         store = self._make_store(settings) if remake else self.store

@@ -14,12 +14,16 @@ from gevent.event import Event
 
 from taskrun import (
     ConfigError,
+    InvalidSchedule,
     JobCancelled,
+    JobLost,
     JobState,
     JobTimeout,
     ManualClock,
+    NotSerializable,
     QueueFull,
     RunnerNotRunning,
+    StoreError,
     TaskrunError,
     TaskRunner,
     WaitTimeout,
@@ -306,9 +310,13 @@ def test_configure_changes_options_before_start_only() -> None:
     with runner:
         assert (runner.stats()["concurrency"], runner.stats()["max_pending"]) == (7, 3)
         with pytest.raises(
-            RunnerNotRunning, match=r"configure\(\) must be called before start\(\)"
+            ConfigError,
+            match=r"cannot change concurrency of a running runner: call configure\(\) before "
+            r"start\(\), or stop\(\) first",
         ):
             runner.configure(concurrency=1)
+        with pytest.raises(ConfigError, match=r"cannot change eager of a running runner"):
+            runner.eager = True
 
 
 @pytest.mark.parametrize(
@@ -320,6 +328,10 @@ def test_configure_changes_options_before_start_only() -> None:
         (JobTimeout, TimeoutError),
         (WaitTimeout, TimeoutError),
         (JobCancelled, None),
+        (StoreError, None),
+        (JobLost, None),
+        (NotSerializable, TypeError),
+        (InvalidSchedule, ValueError),
     ],
 )
 def test_every_error_is_a_taskrun_error_and_its_fitting_builtin(
