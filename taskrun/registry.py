@@ -24,6 +24,24 @@ from taskrun.validation import seconds
 P = ParamSpec("P")
 R = TypeVar("R")
 
+#: What to write instead of a task option taskrun does not have (Celery's names among
+#: them): one line per option; a name that becomes a real option leaves this table.
+OPTION_HINTS: dict[str, str] = {
+    "max_retries": "taskrun calls it retries=",
+    "autoretry_for": "taskrun calls it retry_on= (a tuple of exception types)",
+    "time_limit": "taskrun calls it timeout= (seconds per attempt; the job is stopped)",
+    "soft_time_limit": "taskrun has one limit per attempt: timeout=",
+    "default_retry_delay": "taskrun calls it retry_delay=",
+    "retry_backoff_max": "taskrun has no retry_backoff_max= yet; retry_backoff= sets the factor",
+    "ignore_result": "taskrun has no ignore_result= yet; results age out after result_ttl",
+    "rate_limit": "taskrun has no rate_limit= yet",
+    "bind": "taskrun never passes the task to its function; taskrun.current_job(), coming soon, "
+    "will give the running job",
+    "queue": "taskrun has one queue per runner; use another TaskRunner for separate work",
+    "serializer": "there is nothing to choose: arguments stay in memory, or are pickled "
+    "with the SQLite store",
+}
+
 
 class PeriodicDecorator(Protocol):
     """What ``@runner.periodic(...)`` returns: a decorator of a function of no argument.
@@ -86,6 +104,7 @@ class TaskRegistry(Submitter):
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         timeout: float | timedelta | None = None,
         executor: Executor = "greenlet",
+        **unknown: Any,
     ) -> Any:
         """Register a function as a task; use bare (``@runner.task``) or with options.
 
@@ -93,8 +112,11 @@ class TaskRegistry(Submitter):
         checked here, at decoration time.
 
         :param name: the name jobs are known by (default: ``module.qualname``).
-        :raises ConfigError: for a bad option or a name already registered.
+        :param unknown: refused: an option taskrun does not have, e.g.
+            Celery's ``max_retries=`` (the message names taskrun's ``retries=``).
+        :raises ConfigError: for an unknown or bad option, or a name already registered.
         """
+        _refuse_unknown_options(unknown, TaskRegistry.task)
         task_options = TaskOptions(
             retries=retries,
             retry_delay=seconds("retry_delay", retry_delay),
@@ -130,12 +152,16 @@ class TaskRegistry(Submitter):
         retries: int = 0,
         retry_delay: float | timedelta = 1.0,
         retry_backoff: float = 2.0,
+        retry_jitter: bool = True,
+        retry_on: tuple[type[BaseException], ...] = (Exception,),
         timeout: float | timedelta | None = None,
         executor: Executor = "greenlet",
         pass_slot: bool = False,
+        **unknown: Any,
     ) -> PeriodicDecorator:
         """Register a task that runs on ``schedule`` (a ``crontab`` or ``every``).
 
+        Takes every option of :meth:`task`, and those below.
         The returned :class:`Task` can still be called or ``delay()``-ed by hand.
         With several processes sharing the leader lock, only the leader runs
         the periodic slots.  A task declared after ``start()`` is timed from
@@ -149,7 +175,7 @@ class TaskRegistry(Submitter):
             UTC datetime (the scheduled time, not when the run started: a
             report "for 02:00" stays so when it runs late, as a catch-up or on
             another process after a takeover).
-        :raises ConfigError: for a bad option, schedule or duplicate name, or
+        :raises ConfigError: for an unknown or bad option, schedule or duplicate name, or
             a function that cannot be called with no argument (with its slot,
             given ``pass_slot=True``).
 
@@ -166,12 +192,15 @@ class TaskRegistry(Submitter):
                 f"@runner.periodic needs a schedule, got {schedule!r}; "
                 'use crontab("*/15 * * * *") or every(minutes=5)'
             )
+        _refuse_unknown_options(unknown, TaskRegistry.periodic)
         grace = seconds("misfire_grace", misfire_grace)
         register = self.task(
             name=name,
             retries=retries,
             retry_delay=retry_delay,
             retry_backoff=retry_backoff,
+            retry_jitter=retry_jitter,
+            retry_on=retry_on,
             timeout=timeout,
             executor=executor,
         )
@@ -183,6 +212,30 @@ class TaskRegistry(Submitter):
             return task
 
         return add
+
+
+def _refuse_unknown_options(unknown: dict[str, Any], decorator: Callable[..., Any]) -> None:
+    """Raise a ConfigError naming every option in ``unknown`` and what to write instead.
+
+    :param decorator: ``TaskRegistry.task`` or ``.periodic``, whose keyword-only
+        parameters are the options the message lists.
+    :raises ConfigError: if ``unknown`` is not empty.
+    """
+    if not unknown:
+        return
+    known = [
+        parameter.name
+        for parameter in inspect.signature(decorator).parameters.values()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    problems = []
+    for option, value in unknown.items():
+        hint = OPTION_HINTS.get(option, "not a taskrun option")
+        problems.append(f"{option}={value!r} ({hint})")
+    raise ConfigError(
+        f"@runner.{decorator.__name__} got unknown option(s): {'; '.join(problems)}; "
+        f"its options are: {', '.join(known)}"
+    )
 
 
 def _check_periodic_function(func: Callable[..., Any], pass_slot: bool) -> None:
