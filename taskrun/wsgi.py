@@ -29,6 +29,7 @@ import logging
 import signal
 import socket
 import time
+from datetime import timedelta
 from typing import Any
 
 import gevent
@@ -128,7 +129,7 @@ class Server:
         from the app (see :func:`taskrun.loading.find_runner`).  Without one
         the app is served alone, with a warning.
     :param bind: ``"HOST:PORT"`` to listen on; port 0 picks a free port.
-    :param grace: seconds :meth:`stop` waits for requests and jobs to finish.
+    :param grace: seconds (or a ``timedelta``) :meth:`stop` waits for requests and jobs.
     :param connections: the most connections served at once.
     :param access_log: log one line per request to the ``taskrun.wsgi.access`` logger.
     :raises ConfigError: for a bad ``bind``, ``grace`` or ``connections``.
@@ -140,7 +141,7 @@ class Server:
         runner: TaskRunner | None = None,
         *,
         bind: str = DEFAULT_BIND,
-        grace: float = DEFAULT_GRACE,
+        grace: float | timedelta = DEFAULT_GRACE,
         connections: int = DEFAULT_CONNECTIONS,
         access_log: bool = True,
     ) -> None:
@@ -194,19 +195,21 @@ class Server:
         logger.info("serving on %s (grace %s s)", self.url, self.grace)
         return self
 
-    def stop(self, grace: float | None = None) -> None:
+    def stop(self, grace: float | timedelta | None = None) -> None:
         """Stop in order: accepting, in-flight requests, then the runner's jobs.
 
         Blocks the calling greenlet up to about ``grace`` seconds (default:
         the server's); requests and jobs still running then are killed.
         Idempotent: a call while another stop runs returns at once.
 
-        :param grace: seconds for requests and jobs together.
+        :param grace: seconds (or a ``timedelta``) for requests and jobs together.
+        :raises ConfigError: for a negative or non-numeric ``grace``.
         """
+        budget = self.grace if grace is None else seconds("grace", grace)
         if self._stopping:
             return
         self._stopping = True
-        deadline = time.monotonic() + (self.grace if grace is None else seconds("grace", grace))
+        deadline = time.monotonic() + budget
         server = self._server
         server.draining = True
         server.close()
@@ -280,7 +283,7 @@ def serve(
     runner: TaskRunner | None = None,
     *,
     bind: str = DEFAULT_BIND,
-    grace: float = DEFAULT_GRACE,
+    grace: float | timedelta = DEFAULT_GRACE,
     connections: int = DEFAULT_CONNECTIONS,
     access_log: bool = True,
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 from collections.abc import Callable, Iterable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import gevent
@@ -194,3 +195,24 @@ def test_server_finds_the_runner_the_app_leads_to(make_runner: Callable[..., Tas
 def test_server_rejects_a_bad_connection_limit() -> None:
     with pytest.raises(ConfigError, match=r"connections must be a whole number >= 1, got 0"):
         Server(SlowApp(), bind="127.0.0.1:0", connections=0)
+
+
+def test_server_grace_takes_a_timedelta() -> None:
+    server = Server(SlowApp(), None, bind="127.0.0.1:0", grace=timedelta(minutes=1))
+
+    assert server.grace == 60.0
+
+
+def test_stop_takes_a_timedelta_grace_and_refuses_a_bad_one_before_stopping(
+    serving: tuple[Server, SlowApp, TaskRunner],
+) -> None:
+    server, _, runner = serving
+    job = start_sleeping_job(runner)
+
+    with pytest.raises(ConfigError, match=r"grace must be a number of seconds >= 0, got -1"):
+        server.stop(grace=-1)
+    assert runner.is_running  # the bad call stopped nothing
+    server.stop(grace=timedelta(milliseconds=200))
+
+    assert job.state is JobState.CANCELLED
+    assert not runner.is_running

@@ -25,3 +25,13 @@ def warm_cache() -> None: ...
 export.delay("report").get(timeout=timedelta(seconds=5))
 runner.stop(timeout=timedelta(seconds=30))
 runner.stop(timeout="30")  # type: ignore[arg-type]
+
+
+def serve_app(app: object) -> None:
+    """Serving takes a timedelta grace too (never called: type-checked only)."""
+    from taskrun.wsgi import Server, serve
+
+    server = Server(app, runner, grace=timedelta(seconds=30))
+    server.stop(grace=timedelta(seconds=10))
+    serve(app, runner, grace=timedelta(seconds=30))
+    Server(app, runner, grace="30")  # type: ignore[arg-type]
