@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "target",
         metavar="MODULE:APP",
-        help="the app, e.g. myapp:app or 'myapp:create_app()' (a factory call)",
+        help="the app, e.g. myapp:app, or a factory: myapp:create_app or "
+        "'myapp:create_app(\"prod\")'",
     )
     serve.add_argument(
         "-b", "--bind", default="127.0.0.1:8000", help="HOST:PORT to listen on (%(default)s)"
@@ -90,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     and serves until stopped.  Blocks until the server has stopped.
 
     :returns: 0 after a stop by signal, 1 if serving failed to start (e.g.
-        the address is in use), 2 for a bad argument or an app that cannot
-        be loaded.
+        the address is in use), 2 for a bad argument, an app that cannot
+        be loaded or a runner that cannot start (its store or leader lock).
     """
     from gevent import monkey
 
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s",
     )
     # Imported only now, on a patched stdlib.
-    from taskrun.errors import ConfigError
+    from taskrun.errors import ConfigError, StoreError
 
     try:
         server = _make_server(args)
@@ -112,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         server.serve_forever()
+    except (ConfigError, StoreError) as error:
+        # runner.start() refused (the store, the leader lock): one line, no traceback.
+        logger.error("cannot start the runner, so nothing is served: %s", error)
+        return EXIT_USAGE
     except OSError as error:
         logger.error("cannot serve on %s: %s; choose another --bind", args.bind, error)
         return EXIT_SERVE_ERROR
@@ -119,13 +124,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _make_server(args: argparse.Namespace) -> Server:
-    from taskrun.loading import find_runner, load_object, load_runner, split_target
+    from taskrun.loading import find_runner, load_app, load_runner, split_target
     from taskrun.wsgi import Server
 
     # Like flask and gunicorn: the app is found from the current directory.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    app = load_object(args.target)
+    app = load_app(args.target)
     if args.runner:
         runner: TaskRunner | None = load_runner(args.runner)
     else:

@@ -7,6 +7,9 @@ these rules, so an app found by one is found by the other:
   (dotted attributes allowed); ``"module:create_app()"`` calls a factory,
   with literal arguments if any (``"module:create_app('prod')"``), as flask
   and gunicorn do.  A bare ``"module"`` means ``"module:app"``.
+  :func:`load_app` also calls ``"module:create_app"`` written without
+  parentheses, as ``flask --app`` does: a function that takes no required
+  argument is a factory, not a WSGI app.
 * The runner is, in order: the Flask extension's
   ``app.extensions["taskrun"]`` (the runner itself or a state object with a
   ``.runner``), a module-level ``taskrun_runner`` in the app's module, then
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import inspect
 import logging
 import os
 import sys
@@ -50,6 +54,50 @@ def split_target(target: str) -> tuple[str, str]:
     return module_name, expression
 
 
+def load_app(target: str) -> Any:
+    """Return the WSGI app ``target`` names, calling a factory named without parentheses.
+
+    Like :func:`load_object`, except that ``"module:create_app"`` naming a
+    function that takes no required argument (a WSGI app takes two) calls
+    it and returns what it made, as ``flask --app module:create_app`` does.
+    A Flask app (or any object that is not a plain function) is never called.
+
+    :raises ConfigError: as :func:`load_object` does.
+    """
+    found = load_object(target)
+    expression = split_target(target)[1]
+    if "(" not in expression and inspect.isfunction(found) and _takes_no_arguments(found):
+        return _call_factory(target, found, [], {})
+    return found
+
+
+def _takes_no_arguments(function: Any) -> bool:
+    try:
+        inspect.signature(function).bind()
+    except TypeError:
+        return False
+    return True
+
+
+def _call_factory(target: str, factory: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """Call ``factory``; arguments that do not fit its signature are a ConfigError."""
+    try:
+        signature: inspect.Signature | None = inspect.signature(factory)
+    except (TypeError, ValueError):  # no signature to check (a builtin): just call it
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as error:
+            name = getattr(factory, "__qualname__", repr(factory))
+            given = ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+            raise ConfigError(
+                f"cannot load {target!r}: the factory {name}{signature} cannot be called "
+                f"with ({given}): {error}; pass arguments that fit its signature"
+            ) from None
+    return factory(*args, **kwargs)
+
+
 def load_object(target: str) -> Any:
     """Import ``"module:attr"`` or call ``"module:factory(...)"`` and return the result.
 
@@ -59,8 +107,9 @@ def load_object(target: str) -> Any:
         or ``"module:factory('literal', key=1)"``; a bare ``"module"`` means
         ``"module:app"``.
     :raises ConfigError: if the module cannot be imported, the attribute is
-        missing or the expression is neither a name nor a call with literal
-        arguments.  Errors raised inside the imported module propagate.
+        missing, the expression is neither a name nor a call with literal
+        arguments, or the arguments do not fit the factory's signature.
+        Errors raised inside the imported module (or the factory) propagate.
     """
     module_name, expression = split_target(target)
     try:
@@ -105,7 +154,7 @@ def load_object(target: str) -> Any:
             f"cannot load {target!r}: a factory's arguments must be literals "
             "(strings, numbers, lists...), e.g. 'module:create_app(\"prod\")'"
         ) from None
-    return found(*args, **kwargs)
+    return _call_factory(target, found, args, kwargs)
 
 
 def _dotted(node: ast.expr) -> list[str] | None:

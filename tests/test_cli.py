@@ -107,6 +107,15 @@ def test_explicit_runner_option_names_the_runner(tmp_path: Path) -> None:
         ("jobs_app:nope", "module 'jobs_app' has no attribute 'nope'"),
         ("no_such_module:app", "no module named 'no_such_module'"),
         ("jobs_app:app[0]", "is not a name or a call"),
+        (
+            "flask_app:create_app('a', 'b')",
+            "the factory create_app(name: 'str' = 'flask-app-test') -> 'Flask' cannot be "
+            "called with ('a', 'b'): too many positional arguments",
+        ),
+        (
+            "flask_app:create_app(nme='x')",
+            "cannot be called with (nme='x'): got an unexpected keyword argument 'nme'",
+        ),
     ],
 )
 def test_an_app_that_cannot_be_loaded_exits_2_and_says_why(
@@ -119,6 +128,58 @@ def test_an_app_that_cannot_be_loaded_exits_2_and_says_why(
 
     assert code == 2
     assert message in served.log_text()
+    assert "Traceback" not in served.log_text()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("target", "env", "cause"),
+    [
+        (
+            "store_app:app",
+            {"TASKRUN_TEST_STORE": "missing/dir/taskrun.db"},
+            "cannot open the taskrun store",
+        ),
+        (
+            "periodic_app:app",
+            {"TASKRUN_TEST_LOCK": "missing/dir/leader.lock"},
+            "leader lock directory",
+        ),
+    ],
+)
+def test_a_runner_that_cannot_start_exits_2_with_one_line_naming_cause_and_fix(
+    tmp_path: Path, target: str, env: dict[str, str], cause: str
+) -> None:
+    paths = {key: str(tmp_path / value) for key, value in env.items()}
+    command = [*PYTHON_M, "serve", target, "--bind", "127.0.0.1:0"]
+    with run_process(command, app_env(tmp_path / "o", **paths), tmp_path / "serve.log") as served:
+        code = served.wait_exit(timeout=30)
+
+    log = served.log_text()
+    [line] = [line for line in log.splitlines() if "ERROR" in line]
+    assert code == 2, log
+    assert "cannot start the runner, so nothing is served:" in line
+    assert cause in line and "does not exist" in line
+    assert "Traceback" not in log
+    assert "serving on" not in log
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_factory_named_without_parentheses_is_called_as_flask_does(tmp_path: Path) -> None:
+    out = tmp_path / "jobs.txt"
+    command = [*PYTHON_M, "serve", "flask_app:create_app", "-b", "127.0.0.1:0"]
+    with run_process(command, app_env(out), tmp_path / "serve.log") as served:
+        url = serving_url(served)
+        status, body, _ = http_get(url + "/ping")
+        http_get(url + "/enqueue?id=p&sleep=0")
+        wait_for(lambda: any(line.startswith("finished p") for line in lines(out)), 10, "the job")
+
+        served.signal(signal.SIGTERM)
+        assert served.wait_exit(timeout=20) == 0, served.log_text()
+    assert (status, body.split()[0]) == (200, "pong")
+    assert "found no TaskRunner" not in served.log_text()
 
 
 def test_a_bound_port_exits_1_and_says_to_choose_another(tmp_path: Path) -> None:

@@ -11,7 +11,14 @@ import pytest
 from serving_helpers import APPS
 
 from taskrun import ConfigError, TaskRunner
-from taskrun.loading import RUNNER_ENV, find_runner, load_object, load_runner, split_target
+from taskrun.loading import (
+    RUNNER_ENV,
+    find_runner,
+    load_app,
+    load_object,
+    load_runner,
+    split_target,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -49,6 +56,34 @@ def test_load_object_calls_a_factory_with_literal_arguments() -> None:
 
     assert app.name == "named-by-test"
     assert isinstance(app.extensions["taskrun"], TaskRunner)
+
+
+def test_load_app_calls_a_factory_named_without_parentheses() -> None:
+    from flask import Flask
+
+    app = load_app("flask_app:create_app")
+
+    assert isinstance(app, Flask) and app.name == "flask-app-test"
+    assert isinstance(app.extensions["taskrun"], TaskRunner)
+
+
+def test_load_app_never_calls_a_wsgi_function_or_an_app_object() -> None:
+    import jobs_app
+
+    flask_app = load_app("flask_app:create_app('x')")
+    sys.modules["flask_app"].made = flask_app  # type: ignore[attr-defined]
+
+    assert load_app("jobs_app:app") is jobs_app.app  # takes (environ, start_response)
+    assert load_app("flask_app:made") is flask_app  # a Flask app is callable, not a factory
+
+
+def test_load_object_refuses_a_factory_call_that_does_not_fit_its_signature() -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"cannot load .*: the factory create_app\(name: 'str' = 'flask-app-test'\) "
+        r"-> 'Flask' cannot be called with \(1, 2\): too many positional arguments; pass",
+    ):
+        load_object("flask_app:create_app(1, 2)")
 
 
 @pytest.mark.parametrize(
