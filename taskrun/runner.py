@@ -34,7 +34,12 @@ from taskrun.dispatcher import Dispatcher
 from taskrun.errors import ConfigError, RunnerNotRunning
 from taskrun.jobs import Job, JobState
 from taskrun.periodic.leader import LeaderLock
-from taskrun.periodic.lock_paths import LockPathOption, check_lock_name, leader_lock_path
+from taskrun.periodic.lock_paths import (
+    LockPathOption,
+    check_lock_name,
+    leader_lock_path,
+    lock_scope,
+)
 from taskrun.periodic.policy import PeriodicInfo
 from taskrun.registry import TaskRegistry
 from taskrun.routing import JobRouter
@@ -43,7 +48,7 @@ from taskrun.settings import RunnerSettings
 from taskrun.stores.base import DEFAULT_MAX_ARG_BYTES, ResultStore
 from taskrun.stores.factory import make_store
 from taskrun.tasks import Task
-from taskrun.validation import DEFAULT, seconds
+from taskrun.validation import DEFAULT, Default, seconds
 
 logger = logging.getLogger(__name__)
 
@@ -70,13 +75,17 @@ class TaskRunner(TaskRegistry):
         one leader lock, so each periodic slot runs in one of them.  Default:
         derived at :meth:`start` from the names of the periodic tasks (which
         include their modules, e.g. ``shop.tasks.warm_cache``), so processes
-        of one app share a lock and other apps of the same user do not.  Give
+        of one app share a lock and other apps of the same user do not; the
+        default also tells deployments apart (:func:`~taskrun.periodic.lock_paths.lock_scope`):
+        processes sharing a durable store share a leader, and without one,
+        two checkouts of one app (by the app's root path) do not.  Give
         a name when the periodic tasks change between deploys, so that old
         and new workers still share one leader during a rolling restart.
     :param lock_path: the leader lock file (default:
-        ``taskrun-<name>-<uid>.lock`` in the user's runtime or temp
-        directory); it must be on a local filesystem.  ``None`` disables
-        leader election: every process then runs the periodic jobs.
+        ``taskrun-<name>-<uid>.lock`` in ``$XDG_RUNTIME_DIR`` or in the
+        private ``<tempdir>/taskrun-<uid>/``); it must be on a local
+        filesystem.  ``None`` disables leader election: every process then
+        runs the periodic jobs.
     :param store: where jobs are kept: ``None`` or ``"memory"`` (this
         process only), or a shared SQLite file, ``"sqlite:///var/lib/app/taskrun.db"``
         or a plain path, so that jobs survive crashes and deploys and every
@@ -121,6 +130,9 @@ class TaskRunner(TaskRegistry):
         )
         self.clock: Clock = clock or SystemClock()
         self.name = name
+        #: The app's directory (``app.root_path``, set by ``init_app``): part of the
+        #: default leader lock name, so two deployments of one app lead apart.
+        self.root_path: str | None = None
         job_store = self._make_store(settings)
         self._dispatcher = Dispatcher(
             settings.concurrency,
@@ -278,16 +290,24 @@ class TaskRunner(TaskRegistry):
             return self
         if not self.eager:
             warn_about_patching()
+            if self._lock_path is not None and self._periodic and self._leader is None:
+                # Before the store opens: a lock that cannot be used leaves nothing open.
+                self._leader = LeaderLock(self._default_leader_path(self._lock_path))
         self.store.open()
         self._dispatcher.open()
         if not self.eager:
-            if self._lock_path is not None and self._periodic and self._leader is None:
-                periodic = (entry.task.name for entry in self._periodic)
-                self._leader = LeaderLock(leader_lock_path(self._lock_path, self.name, periodic))
             self._scheduler.start(self._router, self._periodic, self._leader)
         self._accepting = True
         logger.info("taskrun started: concurrency=%d", self._dispatcher.concurrency)
         return self
+
+    def _default_leader_path(
+        self, lock_path: str | os.PathLike[str] | Default
+    ) -> str | os.PathLike[str]:
+        functions = [entry.task.fn for entry in self._periodic]
+        scope = lock_scope(self.store, self.root_path, functions)
+        names = (entry.task.name for entry in self._periodic)
+        return leader_lock_path(lock_path, self.name, names, scope)
 
     def stop(self, timeout: float | timedelta | None = 30.0) -> None:
         """Stop in order: timer, admission, drain running jobs, kill what is left.

@@ -244,7 +244,8 @@ def test_default_lock_path_falls_back_to_tempdir(
 
     path = default_lock_path("shop")
 
-    assert path == Path(tempfile.gettempdir()) / f"taskrun-shop-{os.getuid()}.lock"
+    private = Path(tempfile.gettempdir()) / f"taskrun-{os.getuid()}"
+    assert path == private / f"taskrun-shop-{os.getuid()}.lock"
 
 
 def test_default_lock_path_sanitises_names_and_keeps_them_distinct(

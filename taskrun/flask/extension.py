@@ -44,8 +44,9 @@ def init_app(runner: TaskRunner, app: Flask) -> None:
     ``store`` option), ``TASKRUN_MAX_ARG_BYTES`` (the largest pickled
     arguments of a job in a SQLite store) and ``TASKRUN_STATUS_URL_PREFIX`` (default
     ``/taskrun/jobs``).  Then puts the runner in ``app.extensions["taskrun"]``,
-    makes every job run inside ``app.app_context()`` and registers the
-    ``taskrun`` blueprint with the status endpoint.
+    makes every job run inside ``app.app_context()``, registers the
+    ``taskrun`` blueprint with the status endpoint and gives the runner the
+    app's ``root_path`` (part of its default leader lock name).
 
     Has no other side effect: no greenlet, thread, file or socket exists
     until ``runner.start()``.  Calling it again with the same app does nothing.
@@ -80,6 +81,8 @@ def init_app(runner: TaskRunner, app: Flask) -> None:
         app.register_blueprint(status_blueprint(prefix))
     app.extensions["taskrun"] = runner
     runner.set_job_context(app.app_context)
+    # Two checkouts of one app on a machine must not share one leader lock.
+    runner.root_path = app.root_path
 
 
 def read_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], str]:

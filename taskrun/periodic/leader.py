@@ -201,6 +201,15 @@ class LeaderLock:
         if problem:
             os.close(fd)
             raise ConfigError(f"leader lock file {where!r} {problem}; {_FIX}")
+        if stat.S_IMODE(info.st_mode) & 0o077:
+            # Anyone who can open the file can flock it, and so keep every process
+            # of the app from leading: owner-only, as taskrun creates it.
+            logger.warning(
+                "leader lock file %s was open to other users (mode %o); made it 0600",
+                where,
+                stat.S_IMODE(info.st_mode),
+            )
+            os.fchmod(fd, 0o600)
         _watch_forks(self)
         return fd
 

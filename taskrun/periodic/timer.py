@@ -16,6 +16,7 @@ applies them.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -84,6 +85,10 @@ class PeriodicTimer:
         self._push = push
         self._entries: list[PeriodicEntry] = []
         self._leader: LeaderLock | None = None
+        #: The last reason the lock could not be taken (logged once), or ``None``.
+        self._lock_problem: str | None = None
+        #: The leader's pid as last logged by this process.
+        self._holder: int | None = None
 
     @property
     def is_leader(self) -> bool:
@@ -173,18 +178,51 @@ class PeriodicTimer:
         return first_slot(entry.schedule, now)
 
     def _try_lead(self, now: float) -> bool:
-        if self._leader is None:
+        leader = self._leader
+        if leader is None:
             return True
-        was_leader = self._leader.is_leader
+        was_leader = leader.is_leader
         try:
-            leads = self._leader.try_acquire()
-        except TaskrunError:
-            logger.exception("cannot take the leader lock %s", self._leader.path)
+            leads = leader.try_acquire()
+        except TaskrunError as error:
+            self._note_lock_problem(leader, str(error))
             return False
-        if leads and not was_leader:
-            logger.info("this process now runs periodic jobs (leader lock %s)", self._leader.path)
-            self._take_over(self._leader, now)
+        if self._lock_problem is not None:
+            logger.info("the leader lock %s can be used again", leader.path)
+            self._lock_problem = None
+        if leads:
+            self._holder = os.getpid()
+            if not was_leader:
+                logger.info("this process now runs periodic jobs (leader lock %s)", leader.path)
+                self._take_over(leader, now)
+        else:
+            self._note_holder(leader)
         return leads
+
+    def _note_lock_problem(self, leader: LeaderLock, problem: str) -> None:
+        """Log why the lock cannot be taken: at ERROR once per distinct problem, then at DEBUG."""
+        if problem == self._lock_problem:
+            logger.debug("still cannot take the leader lock %s: %s", leader.path, problem)
+            return
+        self._lock_problem = problem
+        logger.error(
+            "cannot take the leader lock %s, so this process runs no periodic job until it "
+            "can (it retries every %s s): %s",
+            leader.path,
+            LEADER_RETRY,
+            problem,
+        )
+
+    def _note_holder(self, leader: LeaderLock) -> None:
+        """Log, once per change, which process leads while this one follows."""
+        holder = leader.holder_pid()
+        if holder is not None and holder != self._holder:
+            self._holder = holder
+            logger.info(
+                "pid %d runs the periodic jobs (leader lock %s); this process follows",
+                holder,
+                leader.path,
+            )
 
     def _take_over(self, leader: LeaderLock, now: float) -> None:
         """Run, once, what the previous leader may have missed of each periodic task.
