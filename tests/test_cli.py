@@ -15,6 +15,9 @@ import gevent
 import pytest
 from serving_helpers import Served, app_env, http_get, lines, run_process, wait_for
 
+#: Every test here runs real subprocesses end to end; deselect with -m 'not slow'.
+pytestmark = pytest.mark.slow
+
 PYTHON_M = [sys.executable, "-m", "taskrun"]
 CONSOLE_SCRIPT = [str(Path(sys.executable).with_name("taskrun"))]
 BOOT = 40.0
@@ -131,7 +134,6 @@ def test_an_app_that_cannot_be_loaded_exits_2_and_says_why(
     assert "Traceback" not in served.log_text()
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(
     ("target", "env", "cause"),
@@ -165,7 +167,6 @@ def test_a_runner_that_cannot_start_exits_2_with_one_line_naming_cause_and_fix(
     assert "serving on" not in log
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_a_factory_named_without_parentheses_is_called_as_flask_does(tmp_path: Path) -> None:
     out = tmp_path / "jobs.txt"

@@ -350,6 +350,7 @@ def test_index_page_offers_signup_upload_and_report(client: FlaskClient) -> None
 # -- python -m example_app -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_python_m_example_app_serves_the_app_and_saves_emails(
     tmp_path: Path, wait_for: Waiter
 ) -> None:

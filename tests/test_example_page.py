@@ -29,6 +29,9 @@ from PIL import Image
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 from serving_helpers import ROOT, Served, run_process, wait_for
 
+#: Every test here runs real subprocesses end to end; deselect with -m 'not slow'.
+pytestmark = pytest.mark.slow
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 INSTALL = "sudo apt-get update && sudo apt-get install -y chromium (Debian/Ubuntu)"
 #: Without these Chromium reaches for Google's servers, which a closed network refuses.

@@ -32,6 +32,9 @@ from serving_helpers import (
     wait_workers_ready,
 )
 
+#: Every test here runs real subprocesses end to end; deselect with -m 'not slow'.
+pytestmark = pytest.mark.slow
+
 BOOT = 40.0  # seconds a server gets to listen with its workers ready
 JOB = 20.0  # seconds a job gets to finish
 GRACE = 10  # the servers' grace period on SIGTERM, in seconds

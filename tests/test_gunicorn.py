@@ -134,6 +134,7 @@ def start_job_held(url: str, out: Path, name: str) -> tuple[str, str]:
     return job_id, worker
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_sigterm_lets_a_running_job_finish_and_every_process_exits_within_the_grace_period(
     tmp_path: Path,
@@ -159,6 +160,7 @@ def test_sigterm_lets_a_running_job_finish_and_every_process_exits_within_the_gr
         assert "SIGKILL" not in served.log_text()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_max_requests_recycle_lets_a_running_job_finish_without_a_worker_timeout(
     tmp_path: Path,
@@ -189,6 +191,7 @@ def test_max_requests_recycle_lets_a_running_job_finish_without_a_worker_timeout
         assert served.wait_exit(timeout=20) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_quick_shutdown_kills_running_jobs_at_once(tmp_path: Path) -> None:
     out = tmp_path / "jobs.txt"
@@ -206,6 +209,7 @@ def test_quick_shutdown_kills_running_jobs_at_once(tmp_path: Path) -> None:
         assert job_id in served.log_text()  # reported as cancelled
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_quick_shutdown_during_a_graceful_drain_kills_the_jobs_at_once(tmp_path: Path) -> None:
     out = tmp_path / "jobs.txt"
@@ -225,6 +229,7 @@ def test_quick_shutdown_during_a_graceful_drain_kills_the_jobs_at_once(tmp_path:
         assert job_id in served.log_text()  # reported as cancelled
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_preloaded_periodic_job_runs_once_per_slot_across_three_workers(tmp_path: Path) -> None:
     out = tmp_path / "ticks.txt"
@@ -250,6 +255,7 @@ def control_answer(control: Path, command: str) -> dict[str, Any] | None:
     return json.loads(done.stdout) if done.returncode == 0 else None
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_a_preloading_master_still_replaces_a_killed_worker_and_answers_its_control_socket(
     tmp_path: Path,
@@ -278,6 +284,7 @@ def test_a_preloading_master_still_replaces_a_killed_worker_and_answers_its_cont
     )
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_flask_factory_app_runner_is_found_in_its_extension(tmp_path: Path) -> None:
     out = tmp_path / "jobs.txt"
@@ -292,6 +299,7 @@ def test_flask_factory_app_runner_is_found_in_its_extension(tmp_path: Path) -> N
         assert served.wait_exit(timeout=20) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_several_workers_with_memory_store_warn_to_share_a_store(tmp_path: Path) -> None:
     command = gunicorn_command("jobs_app:app", "-w", "2")
@@ -304,6 +312,7 @@ def test_several_workers_with_memory_store_warn_to_share_a_store(tmp_path: Path)
     assert served.log_text().count(advice) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_requests_are_served_while_a_thread_job_does_pillow_work(tmp_path: Path) -> None:
     out = tmp_path / "jobs.txt"
@@ -326,6 +335,7 @@ def test_requests_are_served_while_a_thread_job_does_pillow_work(tmp_path: Path)
     assert answers.count(200) == len(answers) > 0
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_taskrun_hooks_on_gunicorns_gevent_worker_let_a_running_job_finish_on_sigterm(
     tmp_path: Path,

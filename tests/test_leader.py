@@ -129,6 +129,7 @@ def test_construction_touches_no_file(tmp_path: Path) -> None:
     assert "app.lock" in repr(lock)
 
 
+@pytest.mark.slow
 def test_one_of_three_processes_leads_and_another_takes_over_after_kill9(
     tmp_path: Path,
 ) -> None:
@@ -190,6 +191,7 @@ def test_forked_child_neither_leads_nor_releases_the_parents_lock(tmp_path: Path
         os.close(read_end)
 
 
+@pytest.mark.slow
 def test_lock_is_freed_when_leader_dies_even_if_its_forked_child_lives(tmp_path: Path) -> None:
     record = tmp_path / "record"
     with contenders(tmp_path, 1, "--fork") as (proc,):

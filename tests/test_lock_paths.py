@@ -14,6 +14,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+import serving_helpers
 from conftest import STOP_TIMEOUT, assert_stopped_cleanly
 from flask import Flask
 
@@ -21,7 +22,7 @@ from taskrun import ConfigError, ManualClock, TaskRunner, every
 from taskrun.periodic import timer
 from taskrun.periodic.leader import LeaderLock
 from taskrun.periodic.lock_paths import ensure_private_directory, leader_lock_path, lock_scope
-from taskrun.periodic.timer import LEADER_RETRY
+from taskrun.periodic.timer import LEADER_RETRY, LeaderTick
 from taskrun.validation import DEFAULT
 
 OTHER_UID = 65534  # nobody
@@ -246,17 +247,21 @@ def test_lock_scope_prefers_the_store_then_the_root_path_then_the_module() -> No
 Wait = Callable[..., Any]
 
 
-def advance_retries(clock: ManualClock, rounds: int, caplog: pytest.LogCaptureFixture) -> None:
-    """Move ``clock`` past ``rounds`` leader retries, letting the timer try the lock each time."""
-    import gevent
+def advance_retries(clock: ManualClock, rounds: int, *runners: TaskRunner) -> None:
+    """Move ``clock`` past ``rounds`` leader retries, letting each runner's timer try the lock."""
+
+    def retried() -> bool:
+        ticks = [
+            entry
+            for runner in runners
+            for entry in runner._scheduler._heap
+            if isinstance(entry, LeaderTick)
+        ]
+        return len(ticks) == len(runners) and all(tick.due > clock.time() for tick in ticks)
 
     for _ in range(rounds):
-        seen = len(caplog.records)
         clock.advance(LEADER_RETRY + 0.1)
-        for _ in range(200):  # bounded: the timer runs at the next yields
-            gevent.sleep(0.001)
-            if len(caplog.records) > seen:
-                break
+        serving_helpers.wait_for(retried, 5, "the timers to try the leader lock", step=0.001)
 
 
 @needs_root
@@ -274,7 +279,7 @@ def test_a_foreign_lock_file_is_an_error_logged_once_then_info_when_it_recovers(
     caplog.set_level(logging.DEBUG, logger=TIMER_LOGGER)
     runners.append(runner.start())
 
-    advance_retries(clock, 4, caplog)
+    advance_retries(clock, 4, runner)
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     retries = [r for r in caplog.records if "still cannot take the leader lock" in r.getMessage()]
     os.chown(lock, os.geteuid(), os.getegid())
@@ -302,7 +307,7 @@ def test_a_follower_logs_once_which_process_leads(
     caplog.set_level(logging.INFO, logger=TIMER_LOGGER)
     runners.append(leader.start())
     runners.append(follower.start())
-    advance_retries(clock, 3, caplog)
+    advance_retries(clock, 3, leader, follower)
 
     follows = [r for r in caplog.records if "runs the periodic jobs" in r.getMessage()]
     assert leader._scheduler.is_leader and not follower._scheduler.is_leader

@@ -560,6 +560,7 @@ def read_runs(path: Path) -> list[tuple[int, int]]:
     return [(int(pid), int(slot)) for pid, slot in rows]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_leader_killed_another_process_takes_over_and_each_slot_runs_once(
     tmp_path: Path,
@@ -602,6 +603,7 @@ def sleep_until(stamp: float) -> None:
     time.sleep(max(0.0, stamp - time.time()))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("store", ["memory", "sqlite"])
 def test_leaders_killed_just_after_a_run_or_while_a_slot_is_due_leave_no_gap_and_no_repeat(

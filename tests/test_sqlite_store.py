@@ -165,6 +165,7 @@ def test_a_job_unknown_to_every_runner_is_none(make_runner: MakeRunner, tmp_path
     assert runner.job("no-such-job") is None
 
 
+@pytest.mark.slow
 def test_a_job_can_be_cancelled_from_another_runner_while_it_runs(
     two_runners: tuple[TaskRunner, TaskRunner],
 ) -> None:
@@ -322,6 +323,7 @@ def _reaped_pid() -> int:
     return child.pid
 
 
+@pytest.mark.slow
 def test_a_job_of_a_task_this_process_lacks_waits_for_a_process_that_has_it(
     make_runner: MakeRunner, tmp_path: Path
 ) -> None:
@@ -350,6 +352,7 @@ def test_a_job_of_a_task_this_process_lacks_waits_for_a_process_that_has_it(
     assert query(path, "SELECT state FROM jobs WHERE id = ?", job.id) == [("SUCCESS",)]
 
 
+@pytest.mark.slow
 def test_a_process_declared_dead_runs_none_of_the_jobs_another_took_over(
     make_runner: MakeRunner, tmp_path: Path
 ) -> None:
@@ -544,6 +547,7 @@ def test_configure_switches_the_store_before_start(make_runner: MakeRunner, tmp_
 # -- results and upgrades -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_finished_jobs_in_the_file_are_bounded_by_count_and_age(
     make_runner: MakeRunner, tmp_path: Path, clock: Any
 ) -> None:
@@ -616,6 +620,7 @@ def kill(proc: subprocess.Popen[str]) -> None:
     proc.wait(timeout=10)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_every_job_a_killed_producer_accepted_runs_in_the_next_process(
     tmp_path: Path, record_property: Callable[[str, object], None]
@@ -659,6 +664,7 @@ def test_every_job_a_killed_producer_accepted_runs_in_the_next_process(
     assert "took over" in (tmp_path / "consume.log").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_get_waits_for_a_job_running_in_another_process(
     make_runner: MakeRunner, tmp_path: Path
@@ -692,6 +698,7 @@ def _serve_store_app(tmp_path: Path, **env: str) -> tuple[list[str], dict[str, s
     return command, environ
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_a_job_enqueued_through_one_gunicorn_worker_is_polled_to_success_through_the_others(
     tmp_path: Path,
@@ -746,6 +753,7 @@ def _runs(out: Path) -> list[tuple[int, int]]:
     return [(int(pid), int(slot)) for pid, slot in (line.split() for line in lines(out))]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_a_periodic_slot_runs_once_when_its_leader_is_frozen_across_it_then_killed(
     tmp_path: Path,
