@@ -272,7 +272,7 @@ class GeventWorker(_GunicornGeventWorker):  # type: ignore[misc]  # gunicorn is 
                 self.notify()  # the master aborts a worker that stays silent
                 stopper.join(timeout=beat)
         except BaseException:
-            # A quick exit (SIGQUIT) or a lost master while draining: kill now.
+            # A quick exit (SIGQUIT) while draining: kill now.
             runner.stop_now()
             stopper.join(timeout=10)
             raise
