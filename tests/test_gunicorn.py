@@ -102,6 +102,24 @@ def test_a_runner_that_cannot_start_stops_gunicorn_with_a_boot_error_logged_once
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
+def test_with_taskrun_hooks_a_runner_that_cannot_start_is_a_boot_error_too(tmp_path: Path) -> None:
+    config = tmp_path / "gunicorn_conf.py"
+    config.write_text("from taskrun.gunicorn import post_worker_init, worker_exit, worker_int\n")
+    env = app_env(tmp_path / "o", TASKRUN_TEST_STORE=str(tmp_path / "missing" / "taskrun.db"))
+    command = gunicorn_command("store_app:app", "-c", str(config), "-w", "1", worker="gevent")
+    with run_process(command, env, tmp_path / "g.log") as served:
+        code = served.wait_exit(timeout=BOOT)
+        boots = worker_pids(served)
+
+    log = served.log_text()
+    assert code == WORKER_BOOT_ERROR, log
+    assert "Worker failed to boot" in log and "cannot open the taskrun store" in log
+    assert len(boots) == 1 and log.count(RUNNER_FAILED.split(" %s")[0]) == 1, log
+    assert "Exception in worker process" not in log
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
 def test_an_orphaned_worker_stops_listening_before_its_runner_drains(tmp_path: Path) -> None:
     out = tmp_path / "jobs.txt"
     env = {**app_env(out), RECYCLE_GRACE_ENV: "30"}
