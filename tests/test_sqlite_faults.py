@@ -174,6 +174,7 @@ def test_a_job_handed_back_with_a_surrogate_traceback_does_not_stop_the_next_wri
 # -- 2. a commit that keeps failing -----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_commit_that_keeps_failing_is_retried_logged_once_surfaced_then_recovers(
     make_runner: MakeRunner, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -574,6 +575,7 @@ def test_a_row_whose_arguments_and_result_cannot_be_loaded_is_read_without_raisi
     assert str(seen.get(timeout=1)).startswith("<result that cannot be loaded here: ")
 
 
+@pytest.mark.slow
 def test_a_job_fails_visibly_when_the_lease_cannot_be_renewed_and_runs_again_once_it_can(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
