@@ -42,6 +42,7 @@ from gevent.event import Event
 from gevent.greenlet import Greenlet
 from gevent.hub import Waiter, get_hub
 
+from taskrun import signals
 from taskrun.clock import Clock
 from taskrun.errors import QueueFull, TaskrunError
 from taskrun.executors import ContextFactory, JobExecutor
@@ -50,6 +51,14 @@ from taskrun.options import retry_delay, should_retry
 from taskrun.stores.base import ResultStore
 
 logger = logging.getLogger(__name__)
+
+
+#: The signal sent when a job ends in each final state.
+_FINISHED_SIGNALS = {
+    JobState.SUCCESS: signals.job_succeeded,
+    JobState.FAILURE: signals.job_failed,
+    JobState.CANCELLED: signals.job_cancelled,
+}
 
 
 class _Cancelled(gevent.GreenletExit):
@@ -104,6 +113,8 @@ class Dispatcher:
         self._rand = random.Random()
         self.completed = 0
         self.failed = 0
+        #: What the job signals name as their sender: the runner, which sets it.
+        self.sender: object = self
 
     # -- admission ---------------------------------------------------------
 
@@ -175,6 +186,7 @@ class Dispatcher:
         due order as room frees up, ahead of later ``delay()`` calls.  One
         warning when that queue starts, one info line when it empties.
         """
+        job._run_record().due_at = self._clock.time()
         if not self._overdue and self.try_submit(job):
             return
         if not self._overdue:
@@ -258,6 +270,8 @@ class Dispatcher:
         self.store.update(job)
         if worker is not None:
             self._running[job] = worker
+        if signals.job_started.receivers:
+            signals.send(signals.job_started, self.sender, job=job)
         try:
             value = self._executor.call(job, self.context)
         except _Cancelled:
@@ -312,6 +326,8 @@ class Dispatcher:
         job.due = self._clock.time() + delay
         self.store.update(job)
         self._schedule(job)
+        if signals.job_retrying.receivers:
+            signals.send(signals.job_retrying, self.sender, job=job, exc=error)
 
     def _keep_retry(self, job: Job[Any], error: BaseException, delay: float) -> bool:
         """While closing: hand a job with retries left back to a durable store, as RETRY.
@@ -334,6 +350,8 @@ class Dispatcher:
             error,
             delay,
         )
+        if signals.job_retrying.receivers:
+            signals.send(signals.job_retrying, self.sender, job=job, exc=error)
         return True
 
     def _record(self, job: Job[Any], state: JobState, value: Any) -> None:
@@ -342,6 +360,23 @@ class Dispatcher:
         self.completed += 1
         job._finish(state, value, self._clock.time())
         self.store.finish(job)
+        signal = _FINISHED_SIGNALS[state]
+        if signal.receivers:
+            if state is JobState.FAILURE:
+                signals.send(signal, self.sender, job=job, exc=value)
+            else:
+                signals.send(signal, self.sender, job=job)
+
+    def job_running_in(self, greenlet: object) -> Job[Any] | None:
+        """Return the job the worker ``greenlet`` runs now, or ``None``.
+
+        Any thread may call it (the loop monitor's does): it copies the map
+        of running jobs in one step, which the GIL keeps whole.
+        """
+        for job, worker in list(self._running.items()):
+            if worker is greenlet:
+                return job
+        return None
 
     # -- cancellation ------------------------------------------------------
 

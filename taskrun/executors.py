@@ -1,7 +1,9 @@
 """Where a job's body runs, per its task's ``executor``, and how its ``timeout`` is kept.
 
 ``executor="greenlet"`` (the default): the body runs in the calling worker
-greenlet, under a :class:`gevent.Timeout`.
+greenlet, under a :class:`gevent.Timeout`.  A body that blocks the loop
+cannot be interrupted; if it returns past its ``timeout`` it still ends in
+:class:`~taskrun.errors.JobTimeout`, its value dropped.
 
 ``executor="thread"``: the body runs in a dedicated
 :class:`gevent.threadpool.ThreadPool`, not the hub's shared one (whose
@@ -62,16 +64,27 @@ class JobExecutor:
             with context():
                 return job.task.fn(*job.args, **(job.kwargs or {}))
         timer = gevent.Timeout(options.timeout)
+        started = time.monotonic()
         timer.start()
         try:
             with context():
-                return job.task.fn(*job.args, **(job.kwargs or {}))
+                value = job.task.fn(*job.args, **(job.kwargs or {}))
         except gevent.Timeout as fired:
             if fired is not timer:
                 raise
             raise JobTimeout(_timeout_message(job, options.timeout)) from None
         finally:
             timer.close()
+        # A body that blocks the loop returns before the timer can fire: it
+        # still ran past its time limit.
+        elapsed = time.monotonic() - started
+        if elapsed > options.timeout:
+            raise JobTimeout(
+                f"{_timeout_message(job, options.timeout)} (it ran {elapsed:.2f} s without "
+                "yielding to the event loop, so it could not be stopped in time; run it with "
+                "executor='thread' or make it cooperative)"
+            )
+        return value
 
     def _call_in_thread(self, job: Job[Any], timeout: float | None, context: ContextFactory) -> Any:
         if self._threadpool is None:

@@ -122,6 +122,7 @@ def _start_worker_runner(worker: Any, runner: TaskRunner) -> None:
     :raises SystemExit: with :data:`WORKER_BOOT_ERROR`, so that the master
         stops instead of booting replacements that would fail the same way.
     """
+    runner.serve_defaults()  # the blocking warning on at 0.5 s unless the app chose
     try:
         runner.start()
     except TaskrunError as error:

@@ -105,7 +105,18 @@ class _Runs:
     or scheduled) stay small: at most ``max_scheduled`` of them may exist.
     """
 
-    __slots__ = ("attempts", "started", "finished", "value", "traceback", "done", "poll", "control")
+    __slots__ = (
+        "attempts",
+        "started",
+        "finished",
+        "value",
+        "traceback",
+        "done",
+        "poll",
+        "control",
+        "due_at",
+        "blocked",
+    )
 
     def __init__(self) -> None:
         self.attempts = 0
@@ -118,6 +129,10 @@ class _Runs:
         self.poll: Callable[[Job[Any], float | None], None] | None = None
         #: Who cancels the job when that is not its task's runner (e.g. a shared store).
         self.control: JobControl | None = None
+        #: When the timer found it due (POSIX seconds); ``None`` for a job due when accepted.
+        self.due_at: float | None = None
+        #: Seconds its runs held the event loop, as the loop monitor saw (``None``: never).
+        self.blocked: float | None = None
 
 
 class Job(Generic[R]):
@@ -202,6 +217,34 @@ class Job(Generic[R]):
     def eta(self) -> datetime | None:
         """When a scheduled or retrying job is due to run (aware UTC), or ``None``."""
         return _as_datetime(self.due) if self.due else None
+
+    @property
+    def wait_time(self) -> float | None:
+        """Seconds the latest attempt waited for a worker, from when it was due; ``None`` before.
+
+        Due means accepted by ``delay()``, or its eta or retry time came.
+        """
+        runs = self._runs
+        if runs is None or runs.started is None:
+            return None
+        return max(runs.started - (runs.due_at or self._enqueued), 0.0)
+
+    @property
+    def run_time(self) -> float | None:
+        """Seconds the finished job's last attempt ran, or ``None`` if it is not finished."""
+        runs = self._runs
+        if runs is None or runs.started is None or runs.finished is None:
+            return None
+        return max(runs.finished - runs.started, 0.0)
+
+    @property
+    def blocked_for(self) -> float | None:
+        """Seconds the job's runs blocked the event loop, if the loop monitor saw it, else ``None``.
+
+        Measured only while the blocking warning is on (``blocking_warning=``),
+        in the process that ran the job.
+        """
+        return None if self._runs is None else self._runs.blocked
 
     @property
     def result(self) -> Any:

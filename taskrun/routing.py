@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
+from taskrun import signals
 from taskrun.clock import Clock
 from taskrun.dispatcher import Dispatcher
 from taskrun.errors import QueueFull
@@ -75,6 +76,8 @@ class JobRouter:
         self.eager_jobs = MemoryStore(clock, settings.result_ttl, settings.max_results)
         #: How many jobs :meth:`submit` accepted.
         self.submitted = 0
+        #: What the job signals name as their sender: the runner, which sets it.
+        self.sender: object = self
         self.use(settings, store)
 
     def use(self, settings: RunnerSettings, store: ResultStore) -> None:
@@ -107,8 +110,11 @@ class JobRouter:
         job: Job[Any] = Job(task, args, kwargs, None, enqueued=now)
         due = eta if eta is not None else now + countdown
         if self.settings.eager:
+            self._enqueued(job)
             self._run_inline(job)
-        elif due <= now:
+            self.submitted += 1
+            return job
+        if due <= now:
             self.store.add(job)  # first: arguments a durable store cannot keep fail here
             try:
                 self._dispatcher.submit(job)
@@ -128,7 +134,12 @@ class JobRouter:
             self.store.add(job)
             self._scheduler.add(job)
         self.submitted += 1
+        self._enqueued(job)
         return job
+
+    def _enqueued(self, job: Job[Any]) -> None:
+        if signals.job_enqueued.receivers:
+            signals.send(signals.job_enqueued, self.sender, job=job)
 
     def has_room(self) -> bool:
         """Return whether a job due now would be admitted (the pool or its backlog has room)."""
@@ -175,6 +186,8 @@ class JobRouter:
         if waited_on_timer:
             self._scheduler.forget(job)
         self.store.finish(job)
+        if signals.job_cancelled.receivers:
+            signals.send(signals.job_cancelled, self.sender, job=job)
         return True
 
     def settle(self, jobs: list[Job[Any]]) -> Settled:
@@ -204,6 +217,8 @@ class JobRouter:
             in_threads += in_thread
             job._finish(JobState.CANCELLED, None, now)
             self.store.finish(job)
+            if signals.job_cancelled.receivers:
+                signals.send(signals.job_cancelled, self.sender, job=job)
         return Settled(handed_back, cancelled, in_threads)
 
     def get(self, job_id: str) -> Job[Any] | None:

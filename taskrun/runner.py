@@ -28,11 +28,13 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
+from taskrun import signals
 from taskrun.checks import warn_about_patching
 from taskrun.clock import Clock, SystemClock
 from taskrun.dispatcher import Dispatcher
 from taskrun.errors import ConfigError, RunnerNotRunning
 from taskrun.jobs import Job, JobState
+from taskrun.monitor import LoopMonitor
 from taskrun.periodic.leader import LeaderLock
 from taskrun.periodic.lock_paths import (
     LockPathOption,
@@ -96,6 +98,10 @@ class TaskRunner(TaskRegistry):
         :class:`~taskrun.errors.NotSerializable` naming the size.  Only a
         store that pickles arguments (the SQLite store) applies it: the
         memory store keeps the objects themselves.
+    :param blocking_warning: seconds a greenlet job may hold the event loop
+        before a warning names it (see :mod:`taskrun.monitor`); ``None`` for
+        off.  Default: 0.5 under ``taskrun serve`` and the gunicorn worker,
+        off elsewhere (your own server, tests).
     :raises ConfigError: for an out-of-range option.
     """
 
@@ -115,6 +121,7 @@ class TaskRunner(TaskRegistry):
         lock_path: LockPathOption = DEFAULT,
         store: str | os.PathLike[str] | ResultStore | None = None,
         max_arg_bytes: int = DEFAULT_MAX_ARG_BYTES,
+        blocking_warning: float | None | Default = DEFAULT,
     ) -> None:
         super().__init__()
         settings = RunnerSettings(
@@ -127,6 +134,7 @@ class TaskRunner(TaskRegistry):
             eager=eager,
             store=store,
             max_arg_bytes=max_arg_bytes,
+            blocking_warning=blocking_warning,
         )
         self.clock: Clock = clock or SystemClock()
         self.name = name
@@ -144,6 +152,10 @@ class TaskRunner(TaskRegistry):
         )
         self._scheduler = Scheduler(self.clock, self._dispatcher, job_store)
         self._router = JobRouter(self._dispatcher, self._scheduler, self.clock, settings, job_store)
+        # Signals name the runner as their sender.
+        self._dispatcher.sender = self._router.sender = self
+        self._serving = False
+        self._monitor: LoopMonitor | None = None
         # The default path is resolved in start(), once the periodic tasks are
         # declared, and the lock is opened there, after fork.  A bad name fails here.
         check_lock_name(name, lock_path)
@@ -184,7 +196,7 @@ class TaskRunner(TaskRegistry):
         """Change options before :meth:`start` (used by integrations' config).
 
         Accepts ``concurrency``, ``max_pending``, ``max_scheduled``, ``eager``,
-        ``store`` and ``max_arg_bytes``.
+        ``store``, ``max_arg_bytes`` and ``blocking_warning``.
 
         :raises ConfigError: if the runner is running, or for an unknown or
             out-of-range option.
@@ -267,6 +279,14 @@ class TaskRunner(TaskRegistry):
         """The function set with :meth:`dashboard_auth`, or ``None``."""
         return self._dashboard_auth
 
+    def serve_defaults(self) -> None:
+        """Use the defaults of taskrun's own servers from the next :meth:`start` on.
+
+        ``taskrun serve`` and the gunicorn worker call it: the blocking
+        warning is then on at 0.5 s unless the app chose (``blocking_warning=``).
+        """
+        self._serving = True
+
     def periodic_jobs(self) -> list[PeriodicInfo]:
         """Return a snapshot of every periodic job: schedule, next and last run, counters."""
         leads = self._scheduler.is_leader
@@ -297,8 +317,11 @@ class TaskRunner(TaskRegistry):
         self._dispatcher.open()
         if not self.eager:
             self._scheduler.start(self._router, self._periodic, self._leader)
+            self._start_monitor()
         self._accepting = True
         logger.info("taskrun started: concurrency=%d", self._dispatcher.concurrency)
+        if signals.runner_started.receivers:
+            signals.send(signals.runner_started, self)
         return self
 
     def _default_leader_path(
@@ -308,6 +331,14 @@ class TaskRunner(TaskRegistry):
         scope = lock_scope(self.store, self.root_path, functions)
         names = (entry.task.name for entry in self._periodic)
         return leader_lock_path(lock_path, self.name, names, scope)
+
+    def _start_monitor(self) -> None:
+        threshold = self._router.settings.blocking_threshold(self._serving)
+        if threshold is not None:
+            self._monitor = LoopMonitor(
+                threshold, self._dispatcher.job_running_in, self, self.clock.time
+            )
+            self._monitor.start()
 
     def stop(self, timeout: float | timedelta | None = 30.0) -> None:
         """Stop in order: timer, admission, drain running jobs, kill what is left.
@@ -328,6 +359,8 @@ class TaskRunner(TaskRegistry):
             return
         self._accepting = False
         self._stopped = True
+        if signals.runner_stopping.receivers:
+            signals.send(signals.runner_stopping, self)
         unrun = self._scheduler.stop()
         self._dispatcher.close()
         unfinished = self._dispatcher.drain(timeout)
@@ -352,6 +385,9 @@ class TaskRunner(TaskRegistry):
                 else "",
                 ", ".join(f"{job.id} ({job.name})" for job in left[:20]),
             )
+        if self._monitor is not None:
+            self._monitor.stop()
+            self._monitor = None
         self.store.close()
         logger.info("taskrun stopped")
 

@@ -16,10 +16,20 @@ from typing import Any
 
 from taskrun.errors import ConfigError
 from taskrun.stores.base import DEFAULT_MAX_ARG_BYTES, StoreSpec
-from taskrun.validation import non_negative_int, positive_int, seconds
+from taskrun.validation import DEFAULT, Default, non_negative_int, positive_int, seconds
 
 #: The options :meth:`RunnerSettings.configured` changes, in the order its error lists them.
-CONFIGURABLE = ("concurrency", "max_pending", "max_scheduled", "eager", "store", "max_arg_bytes")
+CONFIGURABLE = (
+    "concurrency",
+    "max_pending",
+    "max_scheduled",
+    "eager",
+    "store",
+    "max_arg_bytes",
+    "blocking_warning",
+)
+#: The blocking warning's threshold under ``taskrun serve`` and the gunicorn worker.
+SERVING_BLOCKING_WARNING = 0.5
 
 
 @dataclass(frozen=True)
@@ -36,6 +46,10 @@ class RunnerSettings:
     :param store: where jobs are kept (see :func:`~taskrun.stores.factory.make_store`).
     :param max_arg_bytes: the largest pickled arguments a job may have, in
         a store that pickles them (SQLite); the memory store does not.
+    :param blocking_warning: seconds a greenlet may hold the event loop before
+        the job it runs is named in a warning; ``None`` (or 0, or ``False``)
+        for off; ``DEFAULT``: on at :data:`SERVING_BLOCKING_WARNING` under
+        ``taskrun serve`` and the gunicorn worker, off elsewhere.
     :raises ConfigError: for an out-of-range option, with an example of a good one.
     """
 
@@ -48,6 +62,7 @@ class RunnerSettings:
     eager: bool = False
     store: StoreSpec = None
     max_arg_bytes: int = DEFAULT_MAX_ARG_BYTES
+    blocking_warning: float | None | Default = DEFAULT
 
     def __post_init__(self) -> None:
         positive_int("concurrency", self.concurrency, "e.g. concurrency=100")
@@ -59,6 +74,23 @@ class RunnerSettings:
         positive_int("max_arg_bytes", self.max_arg_bytes, "e.g. max_arg_bytes=1_048_576")
         if self.threads is not None:
             positive_int("threads", self.threads, "e.g. threads=4")
+        warning = self.blocking_warning
+        if warning is None or warning is False or warning == 0:
+            object.__setattr__(self, "blocking_warning", None)
+        elif not isinstance(warning, Default):
+            object.__setattr__(
+                self, "blocking_warning", seconds("blocking_warning", warning, positive=True)
+            )
+
+    def blocking_threshold(self, serving: bool) -> float | None:
+        """Return the blocking warning's threshold in seconds, or ``None`` for off.
+
+        :param serving: whether taskrun's own server runs the runner (``DEFAULT`` is on there).
+        """
+        warning = self.blocking_warning
+        if isinstance(warning, Default):
+            return SERVING_BLOCKING_WARNING if serving else None
+        return warning
 
     @property
     def thread_count(self) -> int:

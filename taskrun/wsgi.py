@@ -185,6 +185,7 @@ class Server:
             logger.warning("%s", no_runner_message(repr(self.app)))
             warn_about_patching()
         else:
+            self.runner.serve_defaults()
             self.runner.start()
         try:
             self._server.start()

@@ -20,6 +20,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from taskrun import signals
 from taskrun.errors import QueueFull, TaskrunError
 from taskrun.jobs import Job, TaskLike
 from taskrun.periodic.leader import LeaderLock
@@ -51,6 +52,9 @@ Push = Callable[[PeriodicEntry | LeaderTick], None]
 
 class PeriodicSink(Protocol):
     """Where periodic runs go: the runner's one way in (its router), as ``delay()`` goes."""
+
+    #: What signals name as their sender (the runner).
+    sender: object
 
     def has_room(self) -> bool:
         """Return whether a job submitted now would be admitted (the pool is not full)."""
@@ -255,6 +259,7 @@ class PeriodicTimer:
                 name,
                 entry.last_job.id if entry.last_job else "?",
             )
+            self._skipped(entry, "overlap")
             return
         # Room first, claim second: a slot skipped for a full pool is not
         # recorded as run, so a later leader (or the catch-up) may still run it.
@@ -282,3 +287,9 @@ class PeriodicTimer:
             "(raise concurrency or max_pending)",
             entry.task.name,
         )
+        self._skipped(entry, "full")
+
+    def _skipped(self, entry: PeriodicEntry, reason: str) -> None:
+        if signals.periodic_skipped.receivers and self._sink is not None:
+            sender = self._sink.sender
+            signals.send(signals.periodic_skipped, sender, task=entry.task, reason=reason)

@@ -1,0 +1,117 @@
+"""The blocking warning and greenlet timeouts: a job that holds the event loop is named and stopped.
+
+The jobs here really block the loop: they call the unpatched ``time.sleep``
+(``gevent.monkey.get_original``), as code taken before patching would.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+import pytest
+from conftest import WaitFor
+from gevent import monkey
+
+from taskrun import JobState, JobTimeout, TaskRunner, signals
+from taskrun.errors import ConfigError
+
+blocking_sleep = monkey.get_original("time", "sleep")
+MONITOR = "taskrun.monitor"
+
+
+def blocked_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == MONITOR and r.levelno == logging.WARNING]
+
+
+def test_a_job_blocking_the_loop_is_named_once_in_a_warning(
+    make_runner: Callable[..., TaskRunner], caplog: pytest.LogCaptureFixture, wait_for: WaitFor
+) -> None:
+    runner = make_runner(blocking_warning=0.1)
+    seen: list[tuple[Any, float]] = []
+
+    def on_blocked(sender: Any, job: Any, seconds: float) -> None:
+        seen.append((job, seconds))
+
+    @runner.task
+    def resize() -> str:
+        blocking_sleep(0.3)
+        return "done"
+
+    @runner.task
+    def polite() -> None:
+        gevent.sleep(0.01)
+
+    signals.loop_blocked.connect(on_blocked, sender=runner, weak=False)
+    try:
+        with caplog.at_level(logging.WARNING, logger=MONITOR):
+            cooperative = polite.delay()
+            job = resize.delay()
+            assert job.get(timeout=5) == "done"
+            cooperative.get(timeout=5)
+            wait_for(lambda: blocked_records(caplog), "the blocking warning")
+            gevent.sleep(0.3)  # room for a (wrong) second warning
+    finally:
+        signals.loop_blocked.disconnect(on_blocked)
+
+    (record,) = blocked_records(caplog)
+    message = record.getMessage()
+    assert message.startswith(f"job {job.id} ({resize.name}) blocked the event loop for ")
+    assert message.endswith(" s; run it with executor='thread' or make it cooperative")
+    assert job.blocked_for is not None and job.blocked_for > 0
+    assert cooperative.blocked_for is None
+    assert [blocked_job for blocked_job, _ in seen] == [job]
+
+
+def test_without_the_option_no_monitor_runs(runner: TaskRunner) -> None:
+    assert gevent.get_hub().periodic_monitoring_thread is None
+
+
+def test_stop_ends_the_monitor_thread_it_started(
+    make_runner: Callable[..., TaskRunner],
+) -> None:
+    runner = make_runner(blocking_warning=0.1)
+    assert gevent.get_hub().periodic_monitoring_thread is not None
+    runner.stop(timeout=1)
+    assert gevent.get_hub().periodic_monitoring_thread is None
+
+
+def test_serve_defaults_turn_the_warning_on_unless_the_app_chose() -> None:
+    served = TaskRunner(lock_path=None)
+    served.serve_defaults()
+    chose_off = TaskRunner(lock_path=None, blocking_warning=None)
+    chose_off.serve_defaults()
+    plain = TaskRunner(lock_path=None)
+    assert served._router.settings.blocking_threshold(served._serving) == 0.5
+    assert chose_off._router.settings.blocking_threshold(chose_off._serving) is None
+    assert plain._router.settings.blocking_threshold(plain._serving) is None
+
+
+def test_a_bad_blocking_warning_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"blocking_warning must be a number of seconds > 0"):
+        TaskRunner(blocking_warning=-1)
+
+
+def test_a_greenlet_job_blocking_past_its_timeout_fails_with_job_timeout(
+    runner: TaskRunner,
+) -> None:
+    @runner.task(timeout=0.1)
+    def stuck() -> str:
+        blocking_sleep(0.3)
+        return "too late"
+
+    job = stuck.delay()
+    with pytest.raises(JobTimeout, match=r"ran past its timeout of 0\.1 s.*without yielding"):
+        job.get(timeout=5)
+    assert job.state is JobState.FAILURE
+
+
+def test_a_greenlet_job_within_its_timeout_succeeds(runner: TaskRunner) -> None:
+    @runner.task(timeout=5)
+    def quick() -> str:
+        blocking_sleep(0.01)
+        return "in time"
+
+    assert quick.delay().get(timeout=5) == "in time"
