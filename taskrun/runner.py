@@ -390,6 +390,8 @@ class TaskRunner(TaskRegistry):
             self._monitor = None
         self.store.close()
         logger.info("taskrun stopped")
+        if signals.runner_stopped.receivers:
+            signals.send(signals.runner_stopped, self)
 
     def stop_now(self) -> None:
         """Cut a :meth:`stop` in progress short: the jobs still running are killed at once.

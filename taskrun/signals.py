@@ -23,6 +23,7 @@ signal                    sent when                                            k
 ``periodic_skipped``      a periodic slot did not run (pool full, overlap)     ``task``, ``reason``
 ``runner_started``        ``start()`` finished: the runner accepts jobs       (none)
 ``runner_stopping``       ``stop()`` began: no more jobs are accepted          (none)
+``runner_stopped``        ``stop()`` finished: jobs drained, the store closed  (none)
 ``loop_blocked``          a greenlet held the event loop (the monitor is on)   ``job``, ``seconds``
 ``store_committed``       the SQLite store's writer committed a batch          ``seconds``, ``rows``
 ========================  ===================================================  =====================
@@ -56,6 +57,7 @@ __all__ = [
     "loop_blocked",
     "periodic_skipped",
     "runner_started",
+    "runner_stopped",
     "runner_stopping",
     "send",
     "store_committed",
@@ -128,6 +130,7 @@ periodic_skipped = TaskrunSignal(
 )
 runner_started = TaskrunSignal("runner_started", "The runner started accepting jobs.")
 runner_stopping = TaskrunSignal("runner_stopping", "The runner began to stop.")
+runner_stopped = TaskrunSignal("runner_stopped", "The runner stopped: jobs drained, store closed.")
 loop_blocked = TaskrunSignal(
     "loop_blocked",
     "A greenlet held the event loop for ``seconds=``; ``job=`` the job it ran, or None.",

@@ -26,6 +26,7 @@ ALL = [
     signals.periodic_skipped,
     signals.runner_started,
     signals.runner_stopping,
+    signals.runner_stopped,
 ]
 
 Event_ = tuple[str, Any, dict[str, Any]]
@@ -124,7 +125,7 @@ def test_jobs_left_at_stop_send_cancelled() -> None:
         job = later.apply_async(countdown=600)
         runner.stop(timeout=1)
 
-    assert names(seen) == ["job_enqueued", "runner_stopping", "job_cancelled"]
+    assert names(seen) == ["job_enqueued", "runner_stopping", "job_cancelled", "runner_stopped"]
     assert job.state is JobState.CANCELLED
 
 
@@ -136,6 +137,7 @@ def test_start_and_stop_send_runner_started_and_runner_stopping() -> None:
     assert [(name, sender) for name, sender, _ in seen] == [
         ("runner_started", runner),
         ("runner_stopping", runner),
+        ("runner_stopped", runner),
     ]
 
 
@@ -276,4 +278,5 @@ def test_a_receiver_for_another_runner_is_not_called(
 
 def test_with_no_receiver_no_signal_has_receivers() -> None:
     # The hot path checks signal.receivers: left-over receivers would slow every job.
+    gc.collect()
     assert [signal.name for signal in ALL if signal.receivers] == []

@@ -5,6 +5,7 @@ See :mod:`taskrun.flask` for what the extension does and an example.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -27,11 +28,17 @@ RUNNER_OPTIONS: dict[str, str] = {
     "TASKRUN_EAGER": "eager",
     "TASKRUN_STORE": "store",
     "TASKRUN_MAX_ARG_BYTES": "max_arg_bytes",
+    "TASKRUN_BLOCKING_WARNING": "blocking_warning",
 }
 #: The key for where the status endpoint lives: ``<prefix>/<job id>``.
 STATUS_URL_PREFIX = "TASKRUN_STATUS_URL_PREFIX"
 DEFAULT_STATUS_URL_PREFIX = "/taskrun/jobs"
-CONFIG_KEYS = frozenset([*RUNNER_OPTIONS, STATUS_URL_PREFIX])
+#: Serve Prometheus metrics (``pip install taskrun[metrics]``), where, and to whom.
+METRICS = "TASKRUN_METRICS"
+METRICS_URL = "TASKRUN_METRICS_URL"
+DEFAULT_METRICS_URL = "/taskrun/metrics"
+METRICS_PUBLIC = "TASKRUN_METRICS_PUBLIC"
+CONFIG_KEYS = frozenset([*RUNNER_OPTIONS, STATUS_URL_PREFIX, METRICS, METRICS_URL, METRICS_PUBLIC])
 
 
 def init_app(runner: TaskRunner, app: Flask) -> None:
@@ -42,10 +49,15 @@ def init_app(runner: TaskRunner, app: Flask) -> None:
     ``TASKRUN_MAX_SCHEDULED``, ``TASKRUN_EAGER`` (a bool; jobs run inline,
     for your app's tests), ``TASKRUN_STORE`` (passed to the runner as its
     ``store`` option), ``TASKRUN_MAX_ARG_BYTES`` (the largest pickled
-    arguments of a job in a SQLite store) and ``TASKRUN_STATUS_URL_PREFIX`` (default
-    ``/taskrun/jobs``).  Then puts the runner in ``app.extensions["taskrun"]``,
-    makes every job run inside ``app.app_context()``, registers the
-    ``taskrun`` blueprint with the status endpoint and gives the runner the
+    arguments of a job in a SQLite store), ``TASKRUN_BLOCKING_WARNING``
+    (seconds; see :mod:`taskrun.monitor`), ``TASKRUN_STATUS_URL_PREFIX``
+    (default ``/taskrun/jobs``), and ``TASKRUN_METRICS`` (a bool: serve
+    Prometheus metrics, see :mod:`taskrun.flask.metrics`) with
+    ``TASKRUN_METRICS_URL`` (default ``/taskrun/metrics``) and
+    ``TASKRUN_METRICS_PUBLIC``.  Then puts the runner in
+    ``app.extensions["taskrun"]``, makes every job run inside
+    ``app.app_context()``, registers the ``taskrun`` blueprint with the
+    status endpoint (and the metrics one, if on) and gives the runner the
     app's ``root_path`` (part of its default leader lock name).
 
     Has no other side effect: no greenlet, thread, file or socket exists
@@ -79,6 +91,11 @@ def init_app(runner: TaskRunner, app: Flask) -> None:
             raise ConfigError(f"app.config[{key!r}] = {value!r} is not usable: {error}") from None
     if held is None:
         app.register_blueprint(status_blueprint(prefix))
+        metrics = _metrics_config(app.config)
+        if metrics is not None:
+            from taskrun.flask.metrics import metrics_blueprint  # prometheus_client: only if on
+
+            app.register_blueprint(metrics_blueprint(runner, *metrics))
     app.extensions["taskrun"] = runner
     runner.set_job_context(app.app_context)
     # Two checkouts of one app on a machine must not share one leader lock.
@@ -110,6 +127,30 @@ def read_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
             f"{prefix!r}; e.g. {DEFAULT_STATUS_URL_PREFIX!r}"
         )
     return options, prefix.rstrip("/")
+
+
+def _metrics_config(config: Mapping[str, Any]) -> tuple[str, bool] | None:
+    """Return (URL, public) if ``TASKRUN_METRICS`` is on, else ``None``.
+
+    :raises ConfigError: for a non-bool flag, a bad URL, or prometheus_client missing.
+    """
+    for key in (METRICS, METRICS_PUBLIC):
+        if not isinstance(config.get(key, False), bool):
+            raise ConfigError(f"app.config[{key!r}] must be True or False, got {config[key]!r}")
+    if not config.get(METRICS, False):
+        return None
+    url = config.get(METRICS_URL, DEFAULT_METRICS_URL)
+    if not isinstance(url, str) or not url.startswith("/") or url.rstrip("/") == "":
+        raise ConfigError(
+            f"app.config[{METRICS_URL!r}] must be a URL path below the root, got {url!r}; "
+            f"e.g. {DEFAULT_METRICS_URL!r}"
+        )
+    if importlib.util.find_spec("prometheus_client") is None:
+        raise ConfigError(
+            f"app.config[{METRICS!r}] is True but prometheus_client is not installed; "
+            "install it with: pip install 'taskrun[metrics]'"
+        )
+    return url, bool(config.get(METRICS_PUBLIC, False))
 
 
 def attached_app(runner: TaskRunner) -> Flask | None:

@@ -40,6 +40,7 @@ import gevent
 from gevent.event import Event
 from gevent.greenlet import Greenlet
 
+from taskrun import signals
 from taskrun.errors import StoreError
 from taskrun.jobs import Job
 from taskrun.stores.sqlite import db
@@ -229,7 +230,11 @@ class BatchWriter:
         last_kind: tuple[type[BaseException], str] | None = None
         while True:
             try:
+                began = time.perf_counter()
                 self._sql(db.write_batch, batch.inserts.values(), rows)
+                if signals.store_committed.receivers:
+                    took, count = time.perf_counter() - began, len(batch.inserts) + len(rows)
+                    signals.send(signals.store_committed, self._sql.path, seconds=took, rows=count)
                 break
             except (sqlite3.Error, StoreError) as error:
                 failures += 1
