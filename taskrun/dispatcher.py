@@ -53,6 +53,7 @@ from taskrun.stores.base import ResultStore
 logger = logging.getLogger(__name__)
 
 
+job_started = signals.job_started  # local names: the hot path checks them per job
 #: The signal sent when a job ends in each final state.
 _FINISHED_SIGNALS = {
     JobState.SUCCESS: signals.job_succeeded,
@@ -270,8 +271,8 @@ class Dispatcher:
         self.store.update(job)
         if worker is not None:
             self._running[job] = worker
-        if signals.job_started.receivers:
-            signals.send(signals.job_started, self.sender, job=job)
+        if job_started.receivers:
+            signals.send(job_started, self.sender, job=job)
         try:
             value = self._executor.call(job, self.context)
         except _Cancelled:

@@ -219,37 +219,51 @@ class RunnerMetrics:
             tally = self._tallies[job.task.name] = _Tally()
         return tally
 
-    def _finished(self, sender: object, job: Job[Any], **_: Any) -> None:
-        tally = self._tally(job)
+    def _finished(self, sender: object, job: Job[Any], exc: BaseException | None = None) -> None:
+        # Once per job: plain arithmetic only, written out (no helper calls).
+        tally = self._tallies.get(job.task.name)
+        if tally is None:
+            tally = self._tally(job)
         finished = tally.finished
         finished[job.state] = finished.get(job.state, 0) + 1
         runs = job._runs
-        if runs is not None and runs.started is not None:  # never started: nothing to time
-            self._timed(tally, job)
+        if runs is None or runs.started is None or runs.finished is None:
+            return  # never started: nothing to time
+        if not self._bulk:
+            self._observe(job, runs.finished)
+            return
+        ran = runs.finished - runs.started
+        buckets = tally.run
+        buckets.counts[bisect_left(JOB_BUCKETS, ran)] += 1
+        buckets.total += ran
+        wait = runs.started - (runs.due_at or job._enqueued)
+        wait = wait if wait > 0.0 else 0.0
+        buckets = tally.wait
+        buckets.counts[bisect_left(JOB_BUCKETS, wait)] += 1
+        buckets.total += wait
 
-    def _retrying(self, sender: object, job: Job[Any], **_: Any) -> None:
+    def _retrying(self, sender: object, job: Job[Any], exc: BaseException) -> None:
         tally = self._tally(job)
         tally.retries += 1
-        self._timed(tally, job)
-
-    def _timed(self, tally: _Tally, job: Job[Any]) -> None:
-        runs = job._runs
-        assert runs is not None and runs.started is not None
-        wait = job.wait_time
-        end = runs.finished if runs.finished is not None else self._now()
-        ran = max(end - runs.started, 0.0)
+        runner = self._runner()
+        end = runner.clock.time() if runner is not None else 0.0
         if not self._bulk:
-            self.duration.labels(job.task.name).observe(ran)
-            if wait is not None:
-                self.wait.labels(job.task.name).observe(wait)
+            self._observe(job, end)
             return
-        tally.run.add(JOB_BUCKETS, ran)
+        runs = job._runs
+        if runs is not None and runs.started is not None:
+            tally.run.add(JOB_BUCKETS, max(end - runs.started, 0.0))
+        wait = job.wait_time
         if wait is not None:
             tally.wait.add(JOB_BUCKETS, wait)
 
-    def _now(self) -> float:
-        runner = self._runner()
-        return runner.clock.time() if runner is not None else 0.0
+    def _observe(self, job: Job[Any], end: float) -> None:
+        runs = job._runs
+        if runs is not None and runs.started is not None:
+            self.duration.labels(job.task.name).observe(max(end - runs.started, 0.0))
+        wait = job.wait_time
+        if wait is not None:
+            self.wait.labels(job.task.name).observe(wait)
 
     def _skipped(self, sender: object, task: Any, reason: str, **_: Any) -> None:
         self.periodic_skipped.labels(task.name, reason).inc()

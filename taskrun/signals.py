@@ -83,7 +83,7 @@ class TaskrunSignal(Signal):
     def __init__(self, name: str, doc: str) -> None:
         super().__init__(doc)
         self.name = name
-        self._kept: dict[int, tuple[Callable[[], Any], ...]] = {}
+        self._kept: dict[int, tuple[_Kept, ...]] = {}
 
     def connect(self, receiver: F, sender: Any = ANY, weak: bool = True) -> F:
         """Connect ``receiver`` (see :meth:`blinker.Signal.connect`)."""
@@ -98,8 +98,12 @@ class TaskrunSignal(Signal):
         self._kept.clear()
         super().disconnect(receiver, sender)
 
-    def receivers_kept(self, sender: Any) -> tuple[Callable[[], Any], ...]:
-        """Return weak references to the receivers for ``sender`` (and for any sender)."""
+    def receivers_kept(self, sender: Any) -> tuple[_Kept, ...]:
+        """Return the receivers for ``sender`` (and for any sender), as weak references.
+
+        Each is ``(ref, None)`` for a function, ``(ref to the object, function)``
+        for a bound method (cheaper to call than a ``WeakMethod``).
+        """
         key = id(sender)
         kept = self._kept.get(key)
         if kept is None:
@@ -107,13 +111,17 @@ class TaskrunSignal(Signal):
         return kept
 
 
-def _weak(receiver: Callable[..., Any]) -> Callable[[], Any]:
+#: A receiver kept weakly: (reference, None) or (reference to its object, its function).
+_Kept = tuple[Callable[[], Any], Callable[..., Any] | None]
+
+
+def _weak(receiver: Callable[..., Any]) -> _Kept:
     if inspect.ismethod(receiver):
-        return weakref.WeakMethod(receiver)
+        return weakref.ref(receiver.__self__), receiver.__func__
     try:
-        return weakref.ref(receiver)
+        return weakref.ref(receiver), None
     except TypeError:  # e.g. a builtin: blinker holds it strongly too
-        return lambda: receiver
+        return (lambda: receiver), None
 
 
 job_enqueued = TaskrunSignal("job_enqueued", "A job was accepted; ``job=``.")
@@ -157,15 +165,21 @@ def send(signal: TaskrunSignal, sender: Any, **kwargs: Any) -> None:
     """
     if signal.is_muted:
         return
-    for ref in signal.receivers_kept(sender):
-        receiver = ref()
-        if receiver is None:  # collected: work the list out again next time
+    kept = signal._kept.get(id(sender))
+    if kept is None:
+        kept = signal.receivers_kept(sender)
+    for ref, function in kept:
+        target = ref()
+        if target is None:  # collected: work the list out again next time
             signal._kept.clear()
             continue
         try:
-            receiver(sender, **kwargs)
+            if function is None:
+                target(sender, **kwargs)
+            else:
+                function(target, sender, **kwargs)
         except Exception as error:  # a receiver never takes a job or the runner down
-            _report(signal, receiver, error)
+            _report(signal, target if function is None else function, error)
 
 
 def _report(signal: TaskrunSignal, receiver: Any, error: Exception) -> None:
