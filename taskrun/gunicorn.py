@@ -53,6 +53,7 @@ from gevent import monkey
 from gunicorn.arbiter import Arbiter
 from gunicorn.workers.ggevent import GeventWorker as _GunicornGeventWorker
 
+from taskrun import multiproc
 from taskrun.checks import shared_store_problem
 from taskrun.errors import TaskrunError
 from taskrun.loading import find_runner, no_runner_message, split_target
@@ -169,10 +170,13 @@ class GeventWorker(_GunicornGeventWorker):  # type: ignore[misc]  # gunicorn is 
         a queue made before this runs, so with gevent's ``SIGCHLD`` handling
         a dead worker went unnoticed, and its control-socket thread, turned
         into a greenlet, never ran).  :meth:`patch` completes the patch in
-        each worker after fork.  Starts nothing: no greenlet, thread or runner.
+        each worker after fork.  Also makes the directory the workers' metrics
+        are summed in (:func:`taskrun.multiproc.prepare`).  Starts nothing:
+        no greenlet, thread or runner.
         """
         with _union_patch_allowed():
             monkey.patch_all(**dict.fromkeys(MASTER_UNPATCHED, False))
+        multiproc.prepare()  # metrics summed over the workers (see taskrun.multiproc)
 
     def patch(self) -> None:
         """Complete the patch in the worker, after fork; gunicorn calls it first thing there."""
@@ -223,12 +227,14 @@ class GeventWorker(_GunicornGeventWorker):  # type: ignore[misc]  # gunicorn is 
             cannot start (logged once, naming the cause and the fix).
         """
         if self.runner is not None:
+            multiproc.worker_started()
             _start_worker_runner(self, self.runner)
         try:
             super().run()
         finally:
             if self.runner is not None:
                 self._stop_runner(self.runner)
+                multiproc.worker_exited()
 
     def notify(self) -> None:
         """Tell the master this worker is alive; if the master is gone, stop serving.
