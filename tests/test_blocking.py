@@ -17,6 +17,7 @@ from gevent import monkey
 
 from taskrun import JobState, JobTimeout, TaskRunner, signals
 from taskrun.errors import ConfigError
+from taskrun.wsgi import Server
 
 blocking_sleep = monkey.get_original("time", "sleep")
 MONITOR = "taskrun.monitor"
@@ -115,3 +116,18 @@ def test_a_greenlet_job_within_its_timeout_succeeds(runner: TaskRunner) -> None:
         return "in time"
 
     assert quick.delay().get(timeout=5) == "in time"
+
+
+def test_taskrun_serve_turns_the_warning_on_at_half_a_second() -> None:
+    runner = TaskRunner(lock_path=None)
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b""]
+
+    server = Server(app, runner, bind="127.0.0.1:0", access_log=False).start()
+    try:
+        assert runner._monitor is not None and runner._monitor.threshold == 0.5
+    finally:
+        server.stop(grace=0)
+    assert runner._monitor is None

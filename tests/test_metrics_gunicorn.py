@@ -82,6 +82,10 @@ def test_one_workers_scrape_counts_the_jobs_of_every_worker(tmp_path: Path) -> N
         assert gauge(text, "taskrun_jobs_running") == 0
         assert 'taskrun_job_duration_seconds_count{task="metrics_app.noop"}' in text
 
+        # The blocking warning is on by default in the gunicorn worker (0.5 s).
+        job_id = http_get(f"{url}/block")[1].split()[0]
+        served.wait_log(rf"job {job_id} \(metrics_app.stuck\) blocked the event loop for", 20)
+
         served.signal(signal.SIGTERM)
         assert served.wait_exit(timeout=30) == 0, served.log_text()
     assert not directory.exists(), os.listdir(directory)

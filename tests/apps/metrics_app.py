@@ -4,6 +4,7 @@ The store file is ``$TASKRUN_TEST_STORE``.  Routes (GET), each answering
 with the pid of the worker that served it:
 
 * ``/enqueue?n=N``: enqueues ``N`` no-op jobs; ``<pid>``
+* ``/block``: enqueues a job that blocks the event loop for 0.8 s; ``<job id> <pid>``
 * ``/dir``: ``<PROMETHEUS_MULTIPROC_DIR> <pid>``
 * ``/taskrun/metrics``: the Prometheus text (public here; ``X-Worker`` names the pid)
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import os
 
 from flask import Flask, Response, request
+from gevent import monkey
 
 from taskrun import TaskRunner
 
@@ -23,6 +25,12 @@ runner = TaskRunner(concurrency=10, name="metrics-app-test", store=os.environ["T
 def noop(n: int) -> int:
     """Do nothing much."""
     return n
+
+
+@runner.task(name="metrics_app.stuck")
+def stuck() -> None:
+    """Block the event loop, as code holding an unpatched socket would."""
+    monkey.get_original("time", "sleep")(0.8)
 
 
 def create_app() -> Flask:
@@ -36,6 +44,10 @@ def create_app() -> Flask:
         for n in range(int(request.args["n"])):
             noop.delay(n)
         return str(os.getpid())
+
+    @app.get("/block")
+    def block() -> str:
+        return f"{stuck.delay().id} {os.getpid()}"
 
     @app.get("/dir")
     def directory() -> str:
