@@ -13,7 +13,7 @@ less.  The modes alternate within each repeat, and medians are reported.
 * no receiver vs the signal code absent: each run in a fresh process, this
   tree against the tree in ``$TASKRUN_BASELINE_TREE`` (e.g. ``git archive``
   of the commit before signals, unpacked; the row is skipped without it),
-  target >= 0.98x.
+  eight runs in each of ``repeats`` processes per tree, target >= 0.98x.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from bench_core import N_JOBS, Row, counting_task, in_greenlet, new_runner, repo
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+#: Runs in each fresh process of the "signal code absent" comparison (all count in the median).
+RUNS_PER_PROCESS = 8
 JOB_SIGNALS = [
     "job_enqueued",
     "job_started",
@@ -81,24 +83,18 @@ def throughput(mode: str) -> float:
     return rate
 
 
-def throughput_in_tree(tree: Path) -> float:
-    """The core throughput run in a fresh process importing taskrun from ``tree``."""
+def throughput_in_tree(tree: Path, runs: int) -> list[float]:
+    """Run :func:`throughput` ``off`` ``runs`` times in a new process with taskrun from ``tree``."""
     child = (
         "from gevent import monkey; monkey.patch_all(); import sys, json; "
-        f"sys.path[:0] = [{str(tree)!r}, {str(HERE)!r}]; import bench_core, taskrun; "
+        f"sys.path[:0] = [{str(tree)!r}, {str(HERE)!r}]; import bench_signals, taskrun; "
         f"assert taskrun.__file__.startswith({str(tree)!r}), taskrun.__file__; "
-        "print(json.dumps(bench_core.throughput_taskrun()))"
+        f"print(json.dumps([bench_signals.throughput('off') for _ in range({runs})]))"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    out = subprocess.run(
-        [sys.executable, "-c", child],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-        env=env,
-    )
-    return float(json.loads(out.stdout.strip().splitlines()[-1]))
+    command = [sys.executable, "-c", child]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True, env=env)
+    return [float(rate) for rate in json.loads(out.stdout.strip().splitlines()[-1])]
 
 
 def measure(repeats: int) -> list[Row]:
@@ -131,8 +127,8 @@ def measure(repeats: int) -> list[Row]:
         here: list[float] = []
         there: list[float] = []
         for _ in range(repeats):
-            here.append(throughput_in_tree(ROOT))
-            there.append(throughput_in_tree(Path(baseline).resolve()))
+            here += throughput_in_tree(ROOT, RUNS_PER_PROCESS)
+            there += throughput_in_tree(Path(baseline).resolve(), RUNS_PER_PROCESS)
         rows.append(
             Row(
                 "no receiver vs signal code absent",
