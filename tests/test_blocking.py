@@ -38,7 +38,7 @@ def test_a_job_blocking_the_loop_is_named_once_in_a_warning(
 
     @runner.task
     def resize() -> str:
-        blocking_sleep(0.3)
+        blocking_sleep(1.0)  # many monitor checks, even on a loaded machine
         return "done"
 
     @runner.task

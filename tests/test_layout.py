@@ -24,12 +24,12 @@ FLOORS: list[tuple[str, ...]] = [
     ("errors", "clock", "validation", "supervision", "signals"),
     ("options", "schedules", "jobs", "limits"),
     ("stores",),
-    ("executors", "dispatcher"),
+    ("executors", "dispatcher", "monitor"),
     ("scheduler", "periodic"),
     ("tasks", "registry", "settings", "routing", "checks"),
     ("hub_thread", "threaded", "engines"),
     ("runner",),
-    ("loading", "logs", "metrics"),
+    ("loading", "logs", "metrics", "multiproc"),
     ("wsgi", "flask", "gunicorn", "cli", "__main__", "__init__"),
 ]
 

@@ -231,7 +231,7 @@ def test_a_blocked_loop_is_measured(
 
     @runner.task
     def stuck() -> None:
-        sleep(0.3)
+        sleep(1.0)
 
     job = stuck.delay()
     job.get(timeout=5)

@@ -4,7 +4,7 @@ The store file is ``$TASKRUN_TEST_STORE``.  Routes (GET), each answering
 with the pid of the worker that served it:
 
 * ``/enqueue?n=N``: enqueues ``N`` no-op jobs; ``<pid>``
-* ``/block``: enqueues a job that blocks the event loop for 0.8 s; ``<job id> <pid>``
+* ``/block``: enqueues a job that blocks the event loop for 1.5 s; ``<job id> <pid>``
 * ``/dir``: ``<PROMETHEUS_MULTIPROC_DIR> <pid>``
 * ``/taskrun/metrics``: the Prometheus text (public here; ``X-Worker`` names the pid)
 """
@@ -30,7 +30,7 @@ def noop(n: int) -> int:
 @runner.task(name="metrics_app.stuck")
 def stuck() -> None:
     """Block the event loop, as code holding an unpatched socket would."""
-    monkey.get_original("time", "sleep")(0.8)
+    monkey.get_original("time", "sleep")(1.5)
 
 
 def create_app() -> Flask:
