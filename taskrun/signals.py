@@ -83,7 +83,7 @@ class TaskrunSignal(Signal):
     def __init__(self, name: str, doc: str) -> None:
         super().__init__(doc)
         self.name = name
-        self._kept: dict[int, tuple[_Kept, ...]] = {}
+        self._kept: dict[int, tuple[Callable[[], Any], tuple[_Kept, ...]]] = {}
 
     def connect(self, receiver: F, sender: Any = ANY, weak: bool = True) -> F:
         """Connect ``receiver`` (see :meth:`blinker.Signal.connect`)."""
@@ -102,12 +102,22 @@ class TaskrunSignal(Signal):
         """Return the receivers for ``sender`` (and for any sender), as weak references.
 
         Each is ``(ref, None)`` for a function, ``(ref to the object, function)``
-        for a bound method (cheaper to call than a ``WeakMethod``).
+        for a bound method (cheaper to call than a ``WeakMethod``).  Kept by
+        the sender's id along with a reference to the sender itself, so a new
+        sender that reuses a collected one's id never gets its receivers.
         """
-        key = id(sender)
-        kept = self._kept.get(key)
-        if kept is None:
-            kept = self._kept[key] = tuple(_weak(r) for r in self.receivers_for(sender))
+        entry = self._kept.get(id(sender))
+        if entry is not None and entry[0]() is sender:
+            return entry[1]
+        try:
+            same: Callable[[], Any] = weakref.ref(sender)
+        except TypeError:  # a str (a store's path): keeping it costs nothing
+
+            def same() -> Any:
+                return sender
+
+        kept = tuple(_weak(receiver) for receiver in self.receivers_for(sender))
+        self._kept[id(sender)] = (same, kept)
         return kept
 
 
@@ -165,9 +175,8 @@ def send(signal: TaskrunSignal, sender: Any, **kwargs: Any) -> None:
     """
     if signal.is_muted:
         return
-    kept = signal._kept.get(id(sender))
-    if kept is None:
-        kept = signal.receivers_kept(sender)
+    entry = signal._kept.get(id(sender))
+    kept = entry[1] if entry is not None and entry[0]() is sender else signal.receivers_kept(sender)
     for ref, function in kept:
         target = ref()
         if target is None:  # collected: work the list out again next time

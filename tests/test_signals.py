@@ -262,6 +262,32 @@ def test_a_disconnected_or_collected_receiver_is_no_longer_called(runner: TaskRu
     assert calls == []
 
 
+def test_a_new_sender_reusing_a_collected_senders_id_gets_none_of_its_receivers() -> None:
+    class Sender:
+        pass
+
+    calls: list[int] = []
+
+    def receiver(sender: Any, **kwargs: Any) -> None:
+        calls.append(id(sender))  # not the sender: it must be collectable
+
+    first = Sender()
+    signals.job_succeeded.connect(receiver, sender=first, weak=False)
+    try:
+        signals.send(signals.job_succeeded, first, job=None)  # now kept for first's id
+        old_id = id(first)
+        del first
+        gc.collect()
+        made = [Sender() for _ in range(10_000)]  # kept alive: each takes a new slot
+        reuser = next((one for one in made if id(one) == old_id), None)
+        if reuser is None:
+            pytest.skip("the interpreter did not reuse the collected sender's id")
+        signals.send(signals.job_succeeded, reuser, job=None)
+    finally:
+        signals.job_succeeded.disconnect(receiver)
+    assert len(calls) == 1
+
+
 def test_a_receiver_for_another_runner_is_not_called(
     make_runner: Callable[..., TaskRunner],
 ) -> None:
