@@ -131,3 +131,16 @@ def test_taskrun_serve_turns_the_warning_on_at_half_a_second() -> None:
     finally:
         server.stop(grace=0)
     assert runner._monitor is None
+
+
+def test_taskrun_blocking_warning_in_flask_config_sets_the_option() -> None:
+    from flask import Flask
+
+    app = Flask("blocking_config")
+    app.config["TASKRUN_BLOCKING_WARNING"] = 0.2
+    runner = TaskRunner(lock_path=None, app=app)
+    assert runner._router.settings.blocking_threshold(serving=False) == 0.2
+    other = Flask("blocking_config_bad")
+    other.config["TASKRUN_BLOCKING_WARNING"] = "soon"
+    with pytest.raises(ConfigError, match=r"TASKRUN_BLOCKING_WARNING.*'soon'"):
+        TaskRunner(lock_path=None).init_app(other)
