@@ -130,6 +130,16 @@ class JobRouter:
         self.submitted += 1
         return job
 
+    def is_idle(self) -> bool:
+        """Return whether no job is running, waiting for a worker, or due now on the timer."""
+        dispatcher = self._dispatcher
+        return (
+            dispatcher.busy == 0
+            and dispatcher.backlog == 0
+            and dispatcher.overdue == 0
+            and not self._scheduler.has_due()
+        )
+
     def has_room(self) -> bool:
         """Return whether a job due now would be admitted (the pool or its backlog has room)."""
         return self._dispatcher.has_room()
