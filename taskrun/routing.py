@@ -197,6 +197,7 @@ class JobRouter:
         while its thread here runs on.  The trade-off: such a job runs at
         most once, and is cut short if this process exits before its thread
         returns; its late result is dropped, as for a cancelled thread job.
+        The same goes for a job whose greenlet would not die when killed.
 
         :param jobs: the jobs the pool and the timer gave up on.
         :returns: how many jobs were handed back and how many cancelled.
@@ -207,7 +208,8 @@ class JobRouter:
             if job.ready():
                 continue
             in_thread = self._dispatcher.runs_in_thread(job)
-            if not in_thread and self.store.release(job):
+            runs_on = in_thread or self._dispatcher.would_not_die(job)
+            if not runs_on and self.store.release(job):
                 handed_back += 1
                 continue
             cancelled += 1
