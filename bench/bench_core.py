@@ -10,7 +10,9 @@ Baselines (what an app would write without taskrun):
   blocks its caller once 100 run, so it cannot take a 20,000-job burst from
   a view; ``Pool(20_000).spawn`` is shown too, for reference;
 * throughput and dispatch latency: ``gevent.pool.Pool(100).spawn``;
-* memory per scheduled job and countdown lateness: ``gevent.spawn_later``.
+* memory per scheduled job and countdown lateness: ``gevent.spawn_later``;
+* longest loop stall under CPU-bound jobs: ``gevent.pool.Pool(100)`` (see
+  :mod:`loop_stall`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any, TypeVar
 import gevent
 import gevent.pool
 from gevent.event import Event
+from loop_stall import stall_pool, stall_taskrun
 
 from taskrun import TaskRunner
 
@@ -342,6 +345,13 @@ def measure(repeats: int) -> list[Row]:
         )
     )
     rows[-1].ok = rows[-1].ratio >= 1.0
+
+    stall_t = median_of(min(repeats, 3), stall_taskrun)
+    stall_b = median_of(min(repeats, 3), stall_pool)
+    rows.append(Row("longest loop stall, 2,000 x 1 ms CPU jobs", "ms", stall_t, stall_b, "<= 2.0x"))
+    rows[-1].ok = rows[-1].ratio <= 2.0
+    throughput = next(row for row in rows if row.metric.startswith("throughput"))
+    throughput.target, throughput.ok = ">= 2.0x", throughput.ratio >= 2.0
 
     lat_t = [latency_taskrun() for _ in range(repeats)]
     lat_b = [latency_pool() for _ in range(repeats)]

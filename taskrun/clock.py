@@ -3,6 +3,11 @@
 The scheduler reads time only through a :class:`Clock`, so tests (ours and
 our users') can drive delayed, retried and periodic jobs by advancing a
 :class:`ManualClock` instead of sleeping.
+
+Two readings: :meth:`Clock.time` is the wall clock (what a job's ``eta``
+and a crontab mean, what the store records), :meth:`Clock.monotonic`
+measures how long from now (countdowns, retry waits), and is not moved when
+the wall clock is stepped (an NTP correction, an operator's ``date -s``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,14 @@ class Clock(Protocol):
 
     def time(self) -> float:
         """Return the current wall-clock time as POSIX seconds."""
+        ...
+
+    def monotonic(self) -> float:
+        """Return seconds on a clock that only moves forward, at the pace of real time.
+
+        Only differences between two readings mean anything; a step of the
+        wall clock does not move it.
+        """
         ...
 
     def sleep_for(self, seconds: float) -> float | None:
@@ -42,6 +55,10 @@ class SystemClock:
         """Return ``time.time()``."""
         return time.time()
 
+    def monotonic(self) -> float:
+        """Return ``time.monotonic()``."""
+        return time.monotonic()
+
     def sleep_for(self, seconds: float) -> float | None:
         """Return ``seconds``: real time passes while the loop waits."""
         return seconds
@@ -51,11 +68,13 @@ class SystemClock:
 
 
 class ManualClock:
-    """A clock that moves only when :meth:`advance` or :meth:`set` is called.
+    """A clock that moves only when :meth:`advance`, :meth:`set` or :meth:`step_wall` is called.
 
     Pass it as ``TaskRunner(clock=ManualClock(...))``; after ``advance`` the
     scheduler wakes and runs whatever came due (yield to the loop, e.g. with
-    ``gevent.sleep(0)`` or by waiting on a job, to let it run).
+    ``gevent.sleep(0)``, ``runner.join()`` or by waiting on a job, to let it run).
+    :meth:`advance` moves the wall and the monotonic time together;
+    :meth:`step_wall` moves only the wall time, as an NTP step would.
 
     :param start: the initial time, an aware datetime (default: now, UTC).
     :raises ConfigError: (a ``ValueError``) if ``start`` is naive.
@@ -70,11 +89,16 @@ class ManualClock:
                 "pass e.g. datetime(2026, 1, 1, tzinfo=timezone.utc)"
             )
         self._now = start.timestamp()
+        self._mono = 0.0
         self._subscribers: list[Callable[[], None]] = []
 
     def time(self) -> float:
         """Return the manual time as POSIX seconds."""
         return self._now
+
+    def monotonic(self) -> float:
+        """Return the manual monotonic time: seconds advanced since the clock was made."""
+        return self._mono
 
     def now(self) -> datetime:
         """Return the manual time as an aware UTC datetime."""
@@ -101,6 +125,20 @@ class ManualClock:
                 f"got {delta!r}; a ManualClock never moves backwards (make a new one instead)"
             )
         self._now += seconds
+        self._mono += seconds
+        self._wake()
+
+    def step_wall(self, delta: float | timedelta) -> None:
+        """Step the wall time by ``delta`` seconds (either way), leaving monotonic time alone.
+
+        Simulates the system clock being stepped (an NTP correction, a
+        manual ``date -s``): countdowns and retry waits keep their length,
+        periodic slots (wall-clock times) follow the new wall time.
+        """
+        self._now += delta.total_seconds() if isinstance(delta, timedelta) else float(delta)
+        self._wake()
+
+    def _wake(self) -> None:
         for wake in self._subscribers:
             wake()
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable
@@ -51,6 +52,14 @@ from taskrun.options import retry_delay, should_retry
 from taskrun.stores.base import ResultStore
 
 logger = logging.getLogger(__name__)
+
+#: A worker that ran jobs for longer than this (seconds) without the loop
+#: running yields to it before its next job.
+FAIR_SLICE = 0.001
+#: How long :meth:`Dispatcher.cancel_running` waits for a killed job to end.
+CANCEL_WAIT = 1.0
+#: How long :meth:`Dispatcher.drain` waits for killed workers to exit.
+KILL_WAIT = 2.0
 
 
 job_started = signals.job_started  # local names: the hot path checks them per job
@@ -100,6 +109,8 @@ class Dispatcher:
         self._idle: list[Waiter[Job[Any] | None]] = []
         self._workers: set[Greenlet[..., None]] = set()
         self._running: dict[Job[Any], Greenlet[..., None]] = {}
+        # Jobs whose worker survived drain()'s kill: they run on, unowned.
+        self._undying: set[Job[Any]] = set()
         self._executor = JobExecutor(threads)
         # Due jobs that found no room, oldest first (see admit_due).
         self._overdue: deque[Job[Any]] = deque()
@@ -222,11 +233,23 @@ class Dispatcher:
     # -- running -------------------------------------------------------------
 
     def _work(self, job: Job[Any] | None) -> None:
-        """A worker's life: run jobs until the dispatcher closes."""
+        """A worker's life: run jobs until the dispatcher closes.
+
+        Between two jobs the worker yields to the loop if it has held it for
+        more than :data:`FAIR_SLICE` seconds (jobs that never block would
+        otherwise starve requests and timers, while a job that re-enqueues
+        itself would starve them forever); no-op jobs still run by the
+        hundred between yields.
+        """
         worker = gevent.getcurrent()
+        clock = time.perf_counter
+        since = clock()  # when this worker last came back from the loop
         try:
             while job is not None:
                 self.run(job, worker)  # type: ignore[arg-type]
+                if clock() - since > FAIR_SLICE:
+                    gevent.sleep(0)
+                    since = clock()
                 if self._backlog:
                     job = self._backlog.popleft()
                     if self._overdue:
@@ -241,6 +264,7 @@ class Dispatcher:
                         waiter: Waiter[Job[Any] | None] = Waiter()
                         self._idle.append(waiter)
                         job = waiter.get()
+                        since = clock()
         finally:
             self._workers.discard(worker)
 
@@ -291,10 +315,35 @@ class Dispatcher:
             self._record(job, JobState.SUCCESS, value)
         finally:
             self._running.pop(job, None)
+            if self._undying:
+                self._undying.discard(job)
 
     def runs_in_thread(self, job: Job[Any]) -> bool:
         """Return whether a body of ``job`` runs in a pool thread now (see the module doc)."""
         return self._executor.runs_in_thread(job)
+
+    def would_not_die(self, job: Job[Any]) -> bool:
+        """Return whether ``job`` survived :meth:`drain`'s kill and still runs in its greenlet."""
+        return job in self._undying
+
+    def _give_up_on(self, workers: list[Greenlet[..., None]]) -> None:
+        """Forget workers that survived being killed; log each one's job."""
+        jobs = {worker: job for job, worker in self._running.items()}
+        for worker in workers:
+            self._workers.discard(worker)
+            job = jobs.get(worker)
+            if job is None:
+                logger.error("a taskrun worker would not die when killed at shutdown: %r", worker)
+                continue
+            self._running.pop(job, None)
+            self._undying.add(job)
+            logger.error(
+                "job %s (%s) would not die: it caught the kill at shutdown (an `except "
+                "BaseException` or bare `except:` in the task swallows GreenletExit) and runs "
+                "on; it is marked CANCELLED, not handed back; let GreenletExit propagate",
+                job.id,
+                job.name,
+            )
 
     def _failed(self, job: Job[Any], error: BaseException) -> None:
         options = job.task.options
@@ -382,12 +431,25 @@ class Dispatcher:
     # -- cancellation ------------------------------------------------------
 
     def cancel_running(self, job: Job[Any]) -> bool:
-        """Stop ``job`` if a worker is running it; return whether one was."""
+        """Stop ``job`` if a worker is running it; return whether it has ended (CANCELLED).
+
+        Throws the cancel into the worker and waits up to :data:`CANCEL_WAIT`
+        seconds for the job to end.  A thread job ends at once (its thread
+        runs on; its late result is dropped).  A job that catches the cancel
+        and goes on has not ended: ``False``.  Called from the job's own
+        greenlet, the cancel is raised there and then.
+        """
         worker = self._running.get(job)
         if worker is None:
             return False
+        if gevent.getcurrent() is worker:
+            raise _Cancelled()
         get_hub().loop.run_callback(self._throw_cancel, job, worker)
-        return True
+        runs = job._run_record()
+        if runs.done is None:
+            runs.done = Event()
+        runs.done.wait(CANCEL_WAIT)
+        return job.state is JobState.CANCELLED
 
     def _throw_cancel(self, job: Job[Any], worker: Greenlet[..., None]) -> None:
         # Runs in the hub: the worker is suspended, so the check cannot race.
@@ -447,6 +509,9 @@ class Dispatcher:
         self._overdue.clear()
         if self._workers:
             self._killing = True
-            gevent.killall(list(self._workers), block=True, timeout=5)
+            workers = list(self._workers)
+            gevent.killall(workers, block=False)
+            gevent.joinall(workers, timeout=KILL_WAIT)
+            self._give_up_on([worker for worker in workers if not worker.dead])
         self._executor.close()
         return left

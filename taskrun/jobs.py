@@ -303,10 +303,14 @@ class Job(Generic[R]):
     def cancel(self) -> bool:
         """Cancel the job: a pending or scheduled job never runs, a running one is stopped.
 
-        A running greenlet job is killed; a running thread job cannot be
-        killed, so its result is discarded when it returns.
+        A running greenlet job is killed, and ``cancel()`` waits a moment
+        (at most :data:`~taskrun.dispatcher.CANCEL_WAIT` seconds) for it to
+        end; a running thread job cannot be killed, so it is CANCELLED at
+        once and its thread's result is discarded when it returns.
 
-        :returns: ``True`` if the job was unfinished and is now CANCELLED.
+        :returns: ``True`` if the job was unfinished and is now CANCELLED;
+            ``False`` if it had finished, or if it is running and would not
+            end (it catches the cancel and goes on: it may still finish).
         """
         if self.ready():
             return False

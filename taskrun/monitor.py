@@ -33,6 +33,7 @@ one setting per process: the last runner started sets it.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 import warnings
@@ -85,6 +86,9 @@ class LoopMonitor:
         # Stretches seen and not yet over: greenlet -> (estimated start, its job).
         # The monitor thread adds, the loop removes; each a single dict operation.
         self._open: dict[object, tuple[float, Job[Any] | None]] = {}
+        # When each greenlet's last stretch was seen to end (monotonic): gevent's
+        # sampling may report the same greenlet once more right after it unblocked.
+        self._ended_at: dict[object, float] = {}
 
     def start(self) -> None:
         """Start gevent's monitor thread for this hub if needed, and listen to it."""
@@ -120,6 +124,7 @@ class LoopMonitor:
             gevent.config.print_blocking_reports = self._printing
             self._printing = None
         self._open.clear()
+        self._ended_at.clear()
 
     def _on_event(self, event: object) -> None:
         # In gevent's monitor thread: no logging, no locks; look up and hand over.
@@ -133,6 +138,8 @@ class LoopMonitor:
             return  # the same stretch, seen again at the next check
         now = time.monotonic()
         threshold = self.threshold
+        if now - self._ended_at.get(greenlet, -math.inf) < 2 * threshold:
+            return  # the tail of a stretch that just ended, sampled late
         job = self._find_job(greenlet)
         # Unseen at the check before this one, so it began one to two thresholds ago
         # (three, if the monitor thread woke late): at the job's start if that falls
@@ -149,6 +156,10 @@ class LoopMonitor:
         opened = self._open.pop(greenlet, None)
         if opened is None:
             return
+        self._ended_at[greenlet] = time.monotonic()
+        if len(self._ended_at) > 1024:  # bounded: keep the recent ones
+            recent = sorted(self._ended_at.items(), key=lambda item: item[1])[-512:]
+            self._ended_at = dict(recent)
         start, job = opened
         blocked = max(time.monotonic() - start, self.threshold)
         if job is not None:

@@ -141,6 +141,16 @@ class JobRouter:
             signals.send(job_enqueued, self.sender, job=job)
         return job
 
+    def is_idle(self) -> bool:
+        """Return whether no job is running, waiting for a worker, or due now on the timer."""
+        dispatcher = self._dispatcher
+        return (
+            dispatcher.busy == 0
+            and dispatcher.backlog == 0
+            and dispatcher.overdue == 0
+            and not self._scheduler.has_due()
+        )
+
     def has_room(self) -> bool:
         """Return whether a job due now would be admitted (the pool or its backlog has room)."""
         return self._dispatcher.has_room()
@@ -200,6 +210,7 @@ class JobRouter:
         while its thread here runs on.  The trade-off: such a job runs at
         most once, and is cut short if this process exits before its thread
         returns; its late result is dropped, as for a cancelled thread job.
+        The same goes for a job whose greenlet would not die when killed.
 
         :param jobs: the jobs the pool and the timer gave up on.
         :returns: how many jobs were handed back and how many cancelled.
@@ -210,7 +221,8 @@ class JobRouter:
             if job.ready():
                 continue
             in_thread = self._dispatcher.runs_in_thread(job)
-            if not in_thread and self.store.release(job):
+            runs_on = in_thread or self._dispatcher.would_not_die(job)
+            if not runs_on and self.store.release(job):
                 handed_back += 1
                 continue
             cancelled += 1

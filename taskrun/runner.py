@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import timedelta
 from types import TracebackType
 from typing import Any
+
+import gevent
 
 from taskrun import signals
 from taskrun.checks import warn_about_patching
@@ -53,6 +56,9 @@ from taskrun.tasks import Task
 from taskrun.validation import DEFAULT, Default, seconds
 
 logger = logging.getLogger(__name__)
+
+#: How often (seconds) :meth:`TaskRunner.join` looks whether the runner is idle.
+JOIN_POLL = 0.001
 
 
 class TaskRunner(TaskRegistry):
@@ -300,11 +306,19 @@ class TaskRunner(TaskRegistry):
         return self._accepting
 
     def start(self) -> TaskRunner:
-        """Start the timer greenlet and begin accepting jobs; idempotent.
+        """Open the store, start the timer greenlet and begin accepting jobs; idempotent.
 
-        Call it in the process that serves requests (after any fork).
+        Call it in the process that serves requests (after any fork).  All
+        or nothing: a leader lock file that cannot be used fails before the
+        store opens; if a later step fails (reading the periodic tasks' last
+        slots from the store, starting the timer), what was started is
+        stopped again (the store closed, its threads stopped and this
+        process unregistered from it) and the original error raised; fix
+        the cause and call it again.
 
         :returns: the runner, for chaining.
+        :raises ConfigError: for a bad leader lock path.
+        :raises StoreError: if the store cannot be opened or read.
         """
         if self._accepting:
             return self
@@ -314,10 +328,14 @@ class TaskRunner(TaskRegistry):
                 # Before the store opens: a lock that cannot be used leaves nothing open.
                 self._leader = LeaderLock(self._default_leader_path(self._lock_path))
         self.store.open()
-        self._dispatcher.open()
-        if not self.eager:
-            self._scheduler.start(self._router, self._periodic, self._leader)
-            self._start_monitor()
+        try:
+            self._dispatcher.open()
+            if not self.eager:
+                self._scheduler.start(self._router, self._periodic, self._leader)
+                self._start_monitor()
+        except BaseException:
+            self._undo_start()
+            raise
         self._accepting = True
         logger.info("taskrun started: concurrency=%d", self._dispatcher.concurrency)
         if signals.runner_started.receivers:
@@ -340,6 +358,21 @@ class TaskRunner(TaskRegistry):
             )
             self._monitor.start()
 
+    def _undo_start(self) -> None:
+        """Stop what a failed :meth:`start` started; log, never raise, a failure to."""
+        try:
+            if self._monitor is not None:
+                self._monitor.stop()
+                self._monitor = None
+            self._scheduler.stop()
+            self._dispatcher.close()
+            self._dispatcher.drain(0)
+        finally:
+            try:
+                self.store.close()
+            except Exception:
+                logger.exception("taskrun could not close its store after a failed start")
+
     def stop(self, timeout: float | timedelta | None = 30.0) -> None:
         """Stop in order: timer, admission, drain running jobs, kill what is left.
 
@@ -350,13 +383,19 @@ class TaskRunner(TaskRegistry):
         handed back to a durable store) and logged.  A thread cannot be
         killed: a job whose body still runs in a thread is marked CANCELLED,
         never handed back (another process could then run it alongside),
-        and its thread runs on; ``stop()`` does not wait for it.  Idempotent.
+        and its thread runs on; ``stop()`` does not wait for it.  The same
+        goes for a job that survives being killed (it catches
+        ``BaseException`` and goes on): after a bounded wait
+        (:data:`~taskrun.dispatcher.KILL_WAIT` seconds) it is logged with its
+        id and task, marked CANCELLED and left running; ``stop()`` returns
+        and closes the store all the same.  Idempotent.
 
         :raises ConfigError: for a negative or non-numeric ``timeout``.
         """
         timeout = None if timeout is None else seconds("timeout", timeout)
         if not self._accepting:
             return
+        began = time.monotonic()
         self._accepting = False
         self._stopped = True
         if signals.runner_stopping.receivers:
@@ -370,11 +409,11 @@ class TaskRunner(TaskRegistry):
         settled = self._router.settle(left)
         if left:
             logger.warning(
-                "taskrun stopped with %d job(s) unfinished after %s s, %d due job(s) still "
+                "taskrun stopped with %d job(s) unfinished after %.1f s, %d due job(s) still "
                 "waiting for a free worker and %d scheduled job(s) not yet due; %d handed back "
                 "to the store, %d cancelled%s: %s",
                 len(unfinished) - waited,
-                timeout,
+                time.monotonic() - began,
                 waited,
                 len(unrun),
                 settled.handed_back,
@@ -389,9 +428,30 @@ class TaskRunner(TaskRegistry):
             self._monitor.stop()
             self._monitor = None
         self.store.close()
-        logger.info("taskrun stopped")
+        logger.info("taskrun stopped in %.1f s", time.monotonic() - began)
         if signals.runner_stopped.receivers:
             signals.send(signals.runner_stopped, self)
+
+    def join(self, timeout: float | timedelta | None = None) -> bool:
+        """Wait until no job is pending or running and none is due now; for tests.
+
+        Jobs due later (a countdown, a retry, a periodic slot) do not count
+        until they come due: with a :class:`~taskrun.clock.ManualClock`,
+        ``clock.advance(...)`` then ``runner.join()`` runs what came due, to the end.
+        Blocks the calling greenlet only; ``timeout`` is real time, whatever the clock.
+
+        :param timeout: seconds (or a ``timedelta``) to wait; ``None``: as long as it takes.
+        :returns: ``True`` once idle, ``False`` if ``timeout`` passed first.
+        :raises ConfigError: for a negative or non-numeric ``timeout``.
+        """
+        limit = None if timeout is None else seconds("timeout", timeout)
+        deadline = None if limit is None else time.monotonic() + limit
+        gevent.sleep(0)  # let what was just submitted or woken start
+        while not self._router.is_idle():
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            gevent.sleep(JOIN_POLL)
+        return True
 
     def stop_now(self) -> None:
         """Cut a :meth:`stop` in progress short: the jobs still running are killed at once.

@@ -111,8 +111,13 @@ class Task(Generic[P, R]):
 
         Never blocks.  Give at most one of ``countdown`` and ``eta``.
 
-        :param countdown: seconds (or a ``timedelta``) from now.
-        :param eta: an aware datetime; a time in the past means now.
+        :param countdown: seconds (or a ``timedelta``) from now, measured on
+            the monotonic clock: a later step of the system clock does not
+            change how long the job waits.
+        :param eta: an aware datetime; a time in the past means now.  It is
+            turned into a wait (``eta`` minus the wall-clock time now) when
+            accepted: a later step of the system clock does not move it (the
+            job runs after that wait, and ``job.eta`` keeps showing ``eta``).
         :raises ConfigError: for a naive ``eta``, both ``countdown`` and ``eta``,
             or a negative ``countdown``.
         :raises QueueFull: if the runner's backlog is full.

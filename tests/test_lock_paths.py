@@ -254,7 +254,8 @@ def advance_retries(clock: ManualClock, rounds: int, *runners: TaskRunner) -> No
         ticks = [
             entry
             for runner in runners
-            for entry in runner._scheduler._heap
+            for segment in runner._scheduler._segments
+            for entry in segment.heap
             if isinstance(entry, LeaderTick)
         ]
         return len(ticks) == len(runners) and all(tick.due > clock.time() for tick in ticks)

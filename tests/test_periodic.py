@@ -26,13 +26,6 @@ START = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 CHILD = Path(__file__).with_name("periodic_child.py")
 
 
-def settle() -> None:
-    """Let the timer and the workers run what came due."""
-    for _ in range(5):
-        gevent.sleep(0)
-    gevent.sleep(0.01)
-
-
 @pytest.fixture
 def manual() -> ManualClock:
     return ManualClock(START)
@@ -130,7 +123,7 @@ def test_periodic_job_runs_once_per_slot(manual: ManualClock) -> None:
     with runner:
         for _ in range(12):  # an hour in 5-minute steps
             manual.advance(timedelta(minutes=5))
-            settle()
+            assert runner.join(timeout=5)
     assert seen == [START + timedelta(minutes=m) for m in (15, 30, 45, 60)]
 
 
@@ -168,12 +161,12 @@ def test_overlapping_run_is_skipped_and_counted(manual: ManualClock) -> None:
 
     with runner:
         manual.advance(60)
-        settle()
+        wait_for(lambda: len(starts) == 1, 5, "the first run")
         manual.advance(60)  # the first run still holds
-        settle()
+        wait_for(lambda: runner.periodic_jobs()[0].skipped_overlap, 5, "the skip")
         (info,) = runner.periodic_jobs()
         release.set()
-        settle()
+        assert runner.join(timeout=5)
     assert len(starts) == 1
     assert info.skipped_overlap == 1
     assert info.last_state is JobState.STARTED
@@ -185,9 +178,9 @@ def test_overlap_allowed_runs_concurrently(manual: ManualClock) -> None:
 
     with runner:
         manual.advance(60)
-        settle()
+        wait_for(lambda: len(starts) == 1, 5, "the first run")
         manual.advance(60)
-        settle()
+        wait_for(lambda: len(starts) == 2, 5, "the second run, alongside")
         release.set()
     assert len(starts) == 2
 
@@ -208,9 +201,8 @@ def test_full_pool_skips_periodic_run(manual: ManualClock) -> None:
 
     with runner:
         hogs = [hog.delay() for _ in range(3)]  # two running, one waiting: full
-        settle()
         manual.advance(60)
-        settle()
+        wait_for(lambda: runner.periodic_jobs()[0].skipped_full, 5, "the skip")
         (info,) = runner.periodic_jobs()
         release.set()
         for job in hogs:
@@ -235,9 +227,8 @@ def test_a_slot_skipped_for_a_full_pool_is_not_recorded_as_run(
 
     with runner:
         hogs = [hog.delay() for _ in range(3)]  # two running, one waiting: full
-        settle()
         manual.advance(60)
-        settle()
+        wait_for(lambda: runner.periodic_jobs()[0].skipped_full, 5, "the skip")
         skipped_slot_claimed = runner.store.last_slot(tick.name)
         release.set()
         for job in hogs:
@@ -278,7 +269,7 @@ def test_missed_runs_are_coalesced_never_a_burst(manual: ManualClock) -> None:
 
     with runner:
         manual.advance(timedelta(minutes=10))  # as if the loop was blocked 10 minutes
-        settle()
+        assert runner.join(timeout=5)
         (info,) = runner.periodic_jobs()
     assert seen == [START + timedelta(minutes=10)]
     assert info.missed == 9
@@ -314,7 +305,7 @@ def test_pass_slot_gives_the_task_its_slot_not_the_time_it_runs(manual: ManualCl
 
     with runner:
         manual.advance(timedelta(minutes=3, seconds=50))  # late: three slots coalesced
-        settle()
+        assert runner.join(timeout=5)
     assert seen == [(START + timedelta(minutes=3), START + timedelta(minutes=3, seconds=50))]
     assert seen[0][0].tzinfo is UTC
 
@@ -385,11 +376,11 @@ def test_only_the_lock_holder_runs_periodic_jobs(tmp_path: Path, manual: ManualC
         runners.append(runner.start())
     try:
         manual.advance(60)
-        settle()
+        assert all(r.join(timeout=5) for r in runners)
         leaders = [info.is_leader for r in runners for info in r.periodic_jobs()]
         runners[0].stop(timeout=1)  # the leader goes away; the other takes over at the next slot
         manual.advance(60)
-        settle()
+        assert all(r.join(timeout=5) for r in runners)
     finally:
         for runner in runners:
             runner.stop(timeout=1)
@@ -420,14 +411,14 @@ def test_a_slot_a_follower_gave_up_runs_once_when_the_leader_dies_before_running
     try:
         for clock in (leader_clock, follower_clock):
             clock.advance(80)  # past slot +1 min and its jitter
-        settle()
+        assert leader.join(timeout=5) and follower.join(timeout=5)
         follower_clock.advance(60)  # the follower sees slot +2 come due, the leader alive
-        settle()
+        assert leader.join(timeout=5) and follower.join(timeout=5)
         leader.stop(timeout=1)  # the leader dies before its timer reached slot +2
         follower_clock.advance(LEADER_RETRY)  # the follower's next try takes the lock
-        settle()
+        assert leader.join(timeout=5) and follower.join(timeout=5)
         follower_clock.advance(60)
-        settle()
+        assert leader.join(timeout=5) and follower.join(timeout=5)
     finally:
         leader.stop(timeout=1)
         follower.stop(timeout=1)
@@ -450,12 +441,12 @@ def test_a_new_leader_whose_own_slot_is_due_coalesces_the_missed_one_into_it(
     try:
         for clock in (leader_clock, follower_clock):
             clock.advance(80)
-        settle()
+        assert leader.join(timeout=5) and follower.join(timeout=5)
         follower_clock.advance(60)  # the follower gives slot +2 min up: the leader is alive
-        settle()
+        assert leader.join(timeout=5) and follower.join(timeout=5)
         leader.stop(timeout=1)  # and dies before running it
         follower_clock.advance(60)  # the follower's loop wakes late: slot +3 is due too
-        settle()
+        assert leader.join(timeout=5) and follower.join(timeout=5)
         (info,) = follower.periodic_jobs()
     finally:
         leader.stop(timeout=1)
@@ -473,12 +464,12 @@ def test_a_new_leader_does_not_run_again_the_slot_its_predecessor_ran(
     second = jittered_runner(manual, tmp_path / "app.lock", "second", seen).start()
     try:
         manual.advance(80)  # both timers fire slot +1 min at the same moment; the leader runs it
-        settle()
+        assert first.join(timeout=5) and second.join(timeout=5)
         first.stop(timeout=1)  # a graceful recycle right after the run (or a crash)
         manual.advance(LEADER_RETRY)  # the second takes the lock, knowing slot +1 ran
-        settle()
+        assert first.join(timeout=5) and second.join(timeout=5)
         manual.advance(60)
-        settle()
+        assert first.join(timeout=5) and second.join(timeout=5)
     finally:
         first.stop(timeout=1)
         second.stop(timeout=1)
@@ -501,12 +492,12 @@ def test_a_restarted_app_runs_the_slot_missed_while_down_once_thanks_to_its_lock
 
         return runner
 
-    with new_runner():
+    with new_runner() as first:
         manual.advance(60)
-        settle()
+        assert first.join(timeout=5)
     manual.advance(5 * 60 + 30)  # down for slots +2 .. +6 minutes; now 30 s past the last
     with new_runner() as second:
-        settle()
+        assert second.join(timeout=5)
         (info,) = second.periodic_jobs()
 
     assert seen == [START + timedelta(minutes=m) for m in (1, 6)[: 1 + catch_up_runs]]
@@ -538,7 +529,7 @@ def test_apps_with_other_periodic_tasks_get_their_own_default_lock(
         for runner in runners:
             runner.start()
         manual.advance(60)
-        settle()
+        assert all(r.join(timeout=5) for r in runners)
         leads = [info.is_leader for runner in runners for info in runner.periodic_jobs()]
     finally:
         for runner in runners:
@@ -664,11 +655,11 @@ def test_slots_missed_while_stopped_get_one_catch_up_run_with_a_durable_store(
 
     first = new_runner().start()
     manual.advance(60)
-    settle()
+    assert first.join(timeout=5)
     first.stop(timeout=5)
     manual.advance(5 * 60 + 30)  # down for slots +2 .. +6 minutes; now 30 s past the last
     second = new_runner().start()
-    settle()
+    assert second.join(timeout=5)
     (info,) = second.periodic_jobs()
     second.stop(timeout=5)
 

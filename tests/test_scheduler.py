@@ -12,16 +12,11 @@ from typing import Any
 import gevent
 import pytest
 from gevent.event import Event
+from serving_helpers import wait_for
 
 from taskrun import JobState, ManualClock, QueueFull, TaskRunner
 
 Wait = Callable[..., Any]
-
-
-def settle() -> None:
-    """Let every ready greenlet (timer, workers) run a few times."""
-    for _ in range(5):
-        gevent.sleep(0)
 
 
 def test_countdown_job_runs_only_after_the_clock_reaches_it(
@@ -35,9 +30,9 @@ def test_countdown_job_runs_only_after_the_clock_reaches_it(
         return "done"
 
     job = later.apply_async(countdown=60)
-    settle()
+    assert manual_runner.join(timeout=5)
     clock.advance(59.9)
-    settle()
+    assert manual_runner.join(timeout=5)
 
     assert (job.state, ran) == (JobState.SCHEDULED, [])
     clock.advance(0.1)
@@ -54,7 +49,7 @@ def test_eta_job_runs_when_the_clock_passes_it(
 
     job = later.apply_async(eta=clock.now() + timedelta(hours=2))
     clock.advance(timedelta(hours=1))
-    settle()
+    assert manual_runner.join(timeout=5)
 
     assert job.state is JobState.SCHEDULED
     clock.advance(timedelta(hours=2))
@@ -74,7 +69,7 @@ def test_delayed_jobs_run_in_due_order(manual_runner: TaskRunner, clock: ManualC
     ]
     for _ in range(4):
         clock.advance(10)
-        settle()
+        assert manual_runner.join(timeout=5)
 
     assert [job.get(timeout=5) for job in jobs] == [None] * 4
     assert order == [1, 2, 3, 4]
@@ -106,7 +101,7 @@ def test_a_cancelled_scheduled_job_never_runs(
     job = later.apply_async(countdown=60)
     assert job.cancel() is True
     clock.advance(120)
-    settle()
+    assert manual_runner.join(timeout=5)
 
     assert (job.state, ran) == (JobState.CANCELLED, [])
 
@@ -130,9 +125,9 @@ def test_a_due_job_waits_while_the_pool_is_full_without_blocking_the_timer(
     afterwards = later.apply_async(countdown=20)
     with caplog.at_level(logging.WARNING, logger="taskrun.dispatcher"):
         clock.advance(10)
-        settle()
+        wait_for(lambda: runner.stats()["overdue"] == 1, 5, "the first due job to wait")
         clock.advance(10)  # the timer still fires while the first due job waits
-        settle()
+        wait_for(lambda: runner.stats()["overdue"] == 2, 5, "the second due job to wait")
 
     assert (delayed.state, afterwards.state) == (JobState.PENDING, JobState.PENDING)
     assert f"job {delayed.id}" in caplog.text and "pool and backlog are full" in caplog.text
@@ -165,9 +160,9 @@ def test_due_jobs_on_a_full_pool_warn_once_and_run_in_due_order_once_it_frees(
     delayed = [record.apply_async(args=(n,), countdown=n) for n in countdowns]
     with caplog.at_level(logging.INFO, logger="taskrun.dispatcher"):
         clock.advance(100)
-        settle()
+        wait_for(lambda: runner.stats()["overdue"] == 100, 5, "100 due jobs to wait")
         clock.advance(100)
-        settle()
+        wait_for(lambda: runner.stats()["overdue"] == 200, 5, "200 due jobs to wait")
         warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
         assert len(warned) == 1, [r.getMessage() for r in warned]
         assert all(job.state is JobState.PENDING for job in delayed)
@@ -179,6 +174,24 @@ def test_due_jobs_on_a_full_pool_warn_once_and_run_in_due_order_once_it_frees(
     drained = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert len(drained) == 1 and "the 200 due job(s)" in drained[0]
     assert runner.stats()["scheduled"] == 0
+
+
+def test_stop_reports_the_time_it_took_not_its_budget(
+    make_runner: Callable[..., TaskRunner], clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    runner = make_runner(clock=clock)
+
+    @runner.task
+    def later() -> None:
+        pass
+
+    later.apply_async(countdown=60)
+    with caplog.at_level(logging.INFO, logger="taskrun.runner"):
+        runner.stop(timeout=30)  # nothing runs: it returns at once
+
+    assert "after 30" not in caplog.text
+    assert re.search(r"unfinished after 0\.\d s", caplog.text)
+    assert re.search(r"taskrun stopped in 0\.\d s", caplog.text)
 
 
 def test_stop_reports_due_jobs_still_waiting_for_a_worker_as_due(
@@ -198,13 +211,13 @@ def test_stop_reports_due_jobs_still_waiting_for_a_worker_as_due(
     due = later.apply_async(countdown=10)
     not_due = later.apply_async(countdown=60)
     clock.advance(10)
-    settle()
+    wait_for(lambda: runner.stats()["overdue"] == 1, 5, "the due job to wait")
     with caplog.at_level(logging.WARNING, logger="taskrun.runner"):
         runner.stop(timeout=0.05)
 
     assert [job.state for job in (blocker, due, not_due)] == [JobState.CANCELLED] * 3
     assert re.search(
-        r"1 job\(s\) unfinished after 0\.05 s, 1 due job\(s\) still waiting for a free "
+        r"1 job\(s\) unfinished after \d+\.\d s, 1 due job\(s\) still waiting for a free "
         r"worker and 1 scheduled job\(s\) not yet due; 0 handed back to the store, 3 cancelled",
         caplog.text,
     )
@@ -233,7 +246,7 @@ def test_retries_wait_with_backoff_then_succeed(
     assert job.traceback is not None and "ConnectionError: try again" in job.traceback
 
     clock.advance(1.9)
-    settle()
+    assert manual_runner.join(timeout=5)
     assert job.state is JobState.RETRY
     clock.advance(0.1)
 
@@ -283,7 +296,7 @@ def test_a_retrying_job_can_be_cancelled(
 
     assert job.cancel() is True
     clock.advance(60)
-    settle()
+    assert manual_runner.join(timeout=5)
     assert (job.state, job.attempts) == (JobState.CANCELLED, 1)
 
 
@@ -338,5 +351,5 @@ def test_cancelled_scheduled_jobs_free_their_place_and_memory(
     replacement = later.apply_async(countdown=60)  # room again: cancelled ones no longer count
 
     assert runner.stats()["scheduled"] == 1
-    assert len(runner._scheduler._heap) < 100  # the heap was compacted
+    assert sum(len(s.heap) for s in runner._scheduler._segments) < 100  # compacted
     replacement.cancel()

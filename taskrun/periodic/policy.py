@@ -36,7 +36,8 @@ from taskrun.schedules import IntervalSchedule, Schedule
 MAX_CATCH_UP_STEPS = 10_000
 
 
-def _at(stamp: float) -> datetime:
+def at(stamp: float) -> datetime:
+    """Return POSIX time ``stamp`` as an aware UTC datetime."""
     return datetime.fromtimestamp(stamp, UTC)
 
 
@@ -45,14 +46,14 @@ def first_slot(schedule: Schedule, now: float) -> float:
     if isinstance(schedule, IntervalSchedule):
         step = schedule.interval.total_seconds()
         return (math.floor(now / step) + 1) * step
-    return schedule.next_after(_at(now)).timestamp()
+    return schedule.next_after(at(now)).timestamp()
 
 
 def next_slot(schedule: Schedule, slot: float) -> float:
     """Return the slot of ``schedule`` after ``slot`` (POSIX seconds)."""
     if isinstance(schedule, IntervalSchedule):
         return slot + schedule.interval.total_seconds()
-    return schedule.next_after(_at(slot)).timestamp()
+    return schedule.next_after(at(slot)).timestamp()
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +136,8 @@ class PeriodicInfo:
     skipped_full: int
     missed: int
     is_leader: bool
+    #: Why the job no longer runs (its schedule or its timing raised), or ``None``.
+    disabled: str | None = None
 
 
 class PeriodicEntry:
@@ -170,6 +173,8 @@ class PeriodicEntry:
         self.skipped_overlap = 0
         self.skipped_full = 0
         self.missed = 0
+        #: Why this entry is no longer timed (set by the timer on an error), or ``None``.
+        self.disabled: str | None = None
 
     def __lt__(self, other: Any) -> bool:
         return self.due < other.due  # type: ignore[no-any-return]
@@ -203,7 +208,7 @@ class PeriodicEntry:
 
     def job_args(self, slot: float) -> tuple[Any, ...]:
         """Return the arguments of the run of ``slot``: the slot itself if ``pass_slot``."""
-        return (_at(slot),) if self.pass_slot else ()
+        return (at(slot),) if self.pass_slot else ()
 
     def is_busy(self) -> bool:
         """Return whether the previous run has not finished yet."""
@@ -215,12 +220,13 @@ class PeriodicEntry:
         return PeriodicInfo(
             name=self.task.name,
             schedule=self.schedule.describe(),
-            next_run=_at(self.slot) if self.slot else None,
-            last_run=_at(self.last_run) if self.last_run is not None else None,
+            next_run=at(self.slot) if self.slot else None,
+            last_run=at(self.last_run) if self.last_run is not None else None,
             last_state=last.state if last is not None else None,
             runs=self.runs,
             skipped_overlap=self.skipped_overlap,
             skipped_full=self.skipped_full,
             missed=self.missed,
             is_leader=is_leader,
+            disabled=self.disabled,
         )

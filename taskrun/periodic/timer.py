@@ -21,10 +21,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from taskrun import signals
-from taskrun.errors import QueueFull, TaskrunError
+from taskrun.errors import InvalidSchedule, QueueFull, TaskrunError
 from taskrun.jobs import Job, TaskLike
 from taskrun.periodic.leader import LeaderLock
-from taskrun.periodic.policy import PeriodicEntry, catch_up, first_slot, jitter_delay
+from taskrun.periodic.policy import PeriodicEntry, at, catch_up, first_slot, jitter_delay
 from taskrun.schedules import IntervalSchedule
 from taskrun.stores.base import ResultStore
 
@@ -120,7 +120,13 @@ class PeriodicTimer:
         self._store = store
         self._sink = sink
         for entry in entries:
-            self._arm(entry, self._resume_slot(entry, now))
+            entry.disabled = None
+            entry.slot = 0.0
+            last = self._store.last_slot(entry.task.name)  # a store error fails the start
+            try:
+                self._arm(entry, self._resume_slot(entry, last, now))
+            except Exception as error:
+                self.disable(entry, error, "timing its first slot")
         if leader is not None and entries:
             self._try_lead(now)
             self._push(LeaderTick(now + LEADER_RETRY))
@@ -135,14 +141,39 @@ class PeriodicTimer:
 
         A periodic entry runs its slot if this process leads (coalescing the
         slots missed meanwhile) and is armed for the next one; a leader tick
-        tries the lock again.
+        tries the lock again.  Never raises: a periodic entry that fails (its
+        schedule raises, or returns a time not after the slot) is disabled
+        and logged (see :meth:`disable`); the others go on.
         """
         if isinstance(entry, LeaderTick):
-            self._try_lead(now)
-            entry.due = now + LEADER_RETRY
-            self._push(entry)
-        else:
+            try:
+                self._try_lead(now)
+            finally:
+                entry.due = now + LEADER_RETRY
+                self._push(entry)
+            return
+        if entry.disabled is not None:
+            return
+        try:
             self._fire_slot(entry, now)
+        except Exception as error:
+            self.disable(entry, error, "firing its slot")
+
+    def disable(self, entry: PeriodicEntry, error: Exception, doing: str) -> None:
+        """Stop timing ``entry`` for good (until a restart), with one ERROR that says why.
+
+        Its :class:`~taskrun.periodic.PeriodicInfo` shows the reason in ``disabled``.
+        """
+        entry.disabled = f"{type(error).__name__}: {error}"
+        logger.error(
+            "periodic job %s is disabled: %s raised %s while %s; it will not run again "
+            "until the process restarts (fix its schedule or task)",
+            entry.task.name,
+            type(entry.schedule).__name__,
+            entry.disabled,
+            doing,
+            exc_info=error,
+        )
 
     def _fire_slot(self, entry: PeriodicEntry, now: float) -> None:
         leads = self._try_lead(now)  # first: taking the lead may move entry.slot back
@@ -164,6 +195,12 @@ class PeriodicTimer:
         self._arm(entry, plan.next_slot)
 
     def _arm(self, entry: PeriodicEntry, slot: float) -> None:
+        if not slot > entry.slot:
+            # A user schedule's bug; arming it would fire it again at once, forever.
+            raise InvalidSchedule(
+                f"{entry.schedule!r} gave {at(slot).isoformat()} as the slot after "
+                f"{at(entry.slot).isoformat()}: next_after() must return a later time"
+            )
         entry.slot = entry.due = slot
         schedule = entry.schedule
         if isinstance(schedule, IntervalSchedule) and schedule.jitter:
@@ -172,9 +209,11 @@ class PeriodicTimer:
             entry.due += jitter_delay(entry.task.name, slot, schedule.jitter)
         self._push(entry)
 
-    def _resume_slot(self, entry: PeriodicEntry, now: float) -> float:
-        """Return the first slot to time: one missed while no process ran, else the next."""
-        last = self._store.last_slot(entry.task.name)
+    def _resume_slot(self, entry: PeriodicEntry, last: float | None, now: float) -> float:
+        """Return the first slot to time: one missed while no process ran, else the next.
+
+        :param last: the latest slot any process ran, as the store remembers it.
+        """
         if last is not None:
             missed = first_slot(entry.schedule, last)
             if missed <= now:
@@ -236,16 +275,24 @@ class PeriodicTimer:
         :meth:`~taskrun.periodic.PeriodicEntry.take_over`.
         """
         for entry in self._entries:
-            name = entry.task.name
-            runs = (self._store.last_slot(name), leader.last_slot(name))
-            last = max((slot for slot in runs if slot is not None), default=None)
-            plan = entry.take_over(last, now)
-            if plan is None:
+            if entry.disabled is not None:
                 continue
-            entry.missed += plan.missed
-            if plan.run_slot is not None:
-                logger.info("periodic job %s: running missed slot %s", name, plan.run_slot)
-                self._run_slot(entry, plan.run_slot, now)
+            try:
+                self._take_over_one(entry, leader, now)
+            except Exception as error:
+                self.disable(entry, error, "running what the previous leader missed")
+
+    def _take_over_one(self, entry: PeriodicEntry, leader: LeaderLock, now: float) -> None:
+        name = entry.task.name
+        runs = (self._store.last_slot(name), leader.last_slot(name))
+        last = max((slot for slot in runs if slot is not None), default=None)
+        plan = entry.take_over(last, now)
+        if plan is None:
+            return
+        entry.missed += plan.missed
+        if plan.run_slot is not None:
+            logger.info("periodic job %s: running missed slot %s", name, plan.run_slot)
+            self._run_slot(entry, plan.run_slot, now)
 
     def _run_slot(self, entry: PeriodicEntry, slot: float, now: float) -> None:
         name = entry.task.name

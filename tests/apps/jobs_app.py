@@ -12,6 +12,9 @@ Routes (GET):
   request; ``slept <pid>``
 * ``/hold?id=ID``: enqueues a greenlet job that waits until the file
   ``$TASKRUN_TEST_OUT.ID.release`` exists (or 20 s have passed); ``<job id> <pid>``
+* ``/stubborn?id=ID``: enqueues a job that will not die when killed (it catches
+  ``BaseException`` and goes on) until the file ``$TASKRUN_TEST_OUT.ID.release``
+  exists (or 30 s have passed); ``<job id> <pid>``
 * ``/resize?id=ID``: enqueues a job on the thread executor that resizes an
   image with Pillow over and over until the file ``$TASKRUN_TEST_OUT.ID.release``
   exists (or 20 s have passed); ``<job id> <pid>``
@@ -62,6 +65,21 @@ def hold(name: str) -> None:
     _note(f"finished {name}")
 
 
+@runner.task
+def stubborn(name: str) -> str:
+    """Note the start, then survive every kill until released; note the end."""
+    _note(f"started {name}")
+    release = f"{os.environ['TASKRUN_TEST_OUT']}.{name}.release"
+    deadline = time.monotonic() + 30
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        try:
+            time.sleep(0.01)
+        except BaseException:  # noqa: B036 - the point: a job that will not die
+            pass
+    _note(f"finished {name}")
+    return name
+
+
 @runner.task(executor="thread")
 def resize_until_released(name: str) -> int:
     """Note the start, resize with Pillow on a thread until told to stop, note the end."""
@@ -89,6 +107,9 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
         body = f"{job.id} {pid}"
     elif path == "/hold":
         job = hold.delay(query["id"])
+        body = f"{job.id} {pid}"
+    elif path == "/stubborn":
+        job = stubborn.delay(query["id"])
         body = f"{job.id} {pid}"
     elif path == "/resize":
         job = resize_until_released.delay(query["id"])
