@@ -36,6 +36,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 from contextlib import nullcontext
+from datetime import UTC, datetime
 from typing import Any
 
 import gevent
@@ -44,11 +45,12 @@ from gevent.greenlet import Greenlet
 from gevent.hub import Waiter, get_hub
 
 from taskrun import signals
+from taskrun.admission import Admission
 from taskrun.clock import Clock
-from taskrun.errors import QueueFull, TaskrunError
+from taskrun.errors import JobCancelled, QueueFull, TaskrunError
 from taskrun.executors import ContextFactory, JobExecutor
 from taskrun.jobs import Job, JobState
-from taskrun.options import retry_delay, should_retry
+from taskrun.options import final_error, retry_due, should_retry
 from taskrun.stores.base import ResultStore
 
 logger = logging.getLogger(__name__)
@@ -123,6 +125,8 @@ class Dispatcher:
         self._hurried = False
         self._hurry: Event | None = None
         self._rand = random.Random()
+        # max_running and rate_limit: parked jobs and held slots.
+        self.admission = Admission(self.admit_due, schedule)
         self.completed = 0
         self.failed = 0
         #: What the job signals name as their sender: the runner, which sets it.
@@ -291,7 +295,21 @@ class Dispatcher:
             return
         if not may_run or job.state is not JobState.PENDING:
             return  # owned by another process now, or cancelled while its row was written
-        job._mark_started(self._clock.time())
+        runs = job._runs
+        if runs is not None and runs.expires is not None and worker is not None:
+            # Only a first start expires: a job that started in time runs its retries.
+            if runs.attempts == 0 and self._clock.time() >= runs.expires:
+                self._expire(job, runs.expires)
+                return
+        limited = worker is not None and job.task.options.is_limited  # eager jobs pass
+        start = self._clock.time()
+        if limited:
+            admitted = self.admission.admit(job, self.store, start)
+            if admitted is None:
+                return  # parked for a running slot, or on the timer for its rate window
+            start = admitted  # the start its rate window recorded
+        job._mark_started(start)
+        job._run_record().sink = self.store
         self.store.update(job)
         if worker is not None:
             self._running[job] = worker
@@ -317,6 +335,20 @@ class Dispatcher:
             self._running.pop(job, None)
             if self._undying:
                 self._undying.discard(job)
+            if limited:
+                self.admission.finished(job, self.store)
+
+    def _expire(self, job: Job[Any], expires: float) -> None:
+        logger.warning("job %s (%s) expired before it started; it never runs", job.id, job.name)
+        stamp = datetime.fromtimestamp(expires, UTC).isoformat()
+        self._record(
+            job,
+            JobState.CANCELLED,
+            JobCancelled(
+                f"job {job.id} ({job.name}) expired: it had not started by {stamp} "
+                "(apply_async(expires=...)); submit it again, or give it a later expiry"
+            ),
+        )
 
     def runs_in_thread(self, job: Job[Any]) -> bool:
         """Return whether a body of ``job`` runs in a pool thread now (see the module doc)."""
@@ -350,7 +382,8 @@ class Dispatcher:
         runs = job._run_record()
         runs.traceback = "".join(traceback.format_exception(error))
         if should_retry(options, job.attempts, error):
-            delay = retry_delay(options, job.attempts, self._rand)
+            now = self._clock.time()
+            delay = retry_due(options, job.attempts, error, now, self._rand) - now
             if self._closing:
                 # Shutting down: only a durable store can keep the retry.
                 if self._keep_retry(job, error, delay):
@@ -358,6 +391,7 @@ class Dispatcher:
             else:
                 self._retry(job, error, delay)
                 return
+        error = final_error(error)
         logger.error("job %s (%s) failed", job.id, job.name, exc_info=error)
         self.failed += 1
         self._record(job, JobState.FAILURE, error)
@@ -407,6 +441,8 @@ class Dispatcher:
     def _record(self, job: Job[Any], state: JobState, value: Any) -> None:
         if job.ready():
             return  # cancelled while a thread ran: the late outcome is dropped
+        if state is JobState.SUCCESS and job.task.options.ignore_result:
+            value = None
         self.completed += 1
         job._finish(state, value, self._clock.time())
         self.store.finish(job)
@@ -463,6 +499,7 @@ class Dispatcher:
         self._closing = False
         self._killing = False
         self._hurried = False
+        self.admission.closing = False
 
     def hurry(self) -> None:
         """Make the :meth:`drain` in progress, or the next one, kill what runs at once.
@@ -476,6 +513,7 @@ class Dispatcher:
     def close(self) -> None:
         """Stop admitting; idle workers exit, busy ones finish the backlog."""
         self._closing = True
+        self.admission.closing = True
         idle, self._idle = self._idle, []
         for waiter in idle:
             get_hub().loop.run_callback(waiter.switch, None)
@@ -505,6 +543,7 @@ class Dispatcher:
                 self._hurry = None
         left = list(self._running) + list(self._backlog)
         left += [job for job in self._overdue if not job.ready()]
+        left += self.admission.take_parked()
         self._backlog.clear()
         self._overdue.clear()
         if self._workers:

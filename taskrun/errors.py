@@ -53,3 +53,11 @@ class NotSerializable(TaskrunError, TypeError):
 
 class StoreError(TaskrunError):
     """The durable job store cannot be opened or used."""
+
+
+class NoCurrentJob(TaskrunError, RuntimeError):
+    """``current_job()`` was called outside a task body."""
+
+
+class JobNotFinished(TaskrunError, RuntimeError):
+    """``Job.retry()`` was called on a job that has not finished yet."""

@@ -27,6 +27,7 @@ from gevent.event import AsyncResult
 from gevent.hub import get_hub
 from gevent.threadpool import ThreadPool
 
+from taskrun.current import running
 from taskrun.errors import JobTimeout
 from taskrun.jobs import Job
 
@@ -61,13 +62,13 @@ class JobExecutor:
         if options.executor == "thread":
             return self._call_in_thread(job, options.timeout, context)
         if options.timeout is None:
-            with context():
+            with context(), running(job):
                 return job.task.fn(*job.args, **(job.kwargs or {}))
         timer = gevent.Timeout(options.timeout)
         started = time.monotonic()
         timer.start()
         try:
-            with context():
+            with context(), running(job):
                 value = job.task.fn(*job.args, **(job.kwargs or {}))
         except gevent.Timeout as fired:
             if fired is not timer:
@@ -110,7 +111,7 @@ class JobExecutor:
             # thread goes to the hub, which prints it and throws SystemExit
             # or KeyboardInterrupt into the main greenlet.
             try:
-                with context():
+                with context(), running(job):
                     return True, job.task.fn(*job.args, **(job.kwargs or {}))
             except BaseException as error:  # noqa: B036 - re-raised in the worker below
                 return False, error

@@ -17,7 +17,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from gevent.event import Event
 
-from taskrun.errors import JobCancelled, JobLost, WaitTimeout
+from taskrun.errors import JobCancelled, JobLost, JobNotFinished, WaitTimeout
+from taskrun.meta import MetaSink, check_meta
 from taskrun.options import TaskOptions
 from taskrun.validation import seconds
 
@@ -116,6 +117,10 @@ class _Runs:
         "control",
         "due_at",
         "blocked",
+        "meta",
+        "sink",
+        "unique_key",
+        "expires",
     )
 
     def __init__(self) -> None:
@@ -133,6 +138,14 @@ class _Runs:
         self.due_at: float | None = None
         #: Seconds its runs held the event loop, as the loop monitor saw (``None``: never).
         self.blocked: float | None = None
+        #: What the job's body reported with update(); ``None`` until then.
+        self.meta: dict[str, Any] | None = None
+        #: Told about each update(): set by the pool while the job runs.
+        self.sink: MetaSink | None = None
+        #: At most one unfinished job of the task has this key (``apply_async(unique_key=)``).
+        self.unique_key: str | None = None
+        #: A job not started by this POSIX time never runs (``apply_async(expires=)``).
+        self.expires: float | None = None
 
 
 class Job(Generic[R]):
@@ -248,8 +261,76 @@ class Job(Generic[R]):
 
     @property
     def result(self) -> Any:
-        """The return value on SUCCESS, the exception on FAILURE, else ``None``."""
+        """The return value on SUCCESS, the exception on FAILURE, else ``None``.
+
+        ``None`` on SUCCESS too for a task declared with ``ignore_result=True``;
+        the :class:`~taskrun.errors.JobCancelled` that :meth:`get` raises for
+        a job that expired before it started.
+        """
         return None if self._runs is None else self._runs.value
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """What the job's body reported with :meth:`update`, merged (a copy; ``{}`` if nothing).
+
+        Seen from any process with a shared store (within about 0.25 s of the update).
+        """
+        runs = self._runs
+        return {} if runs is None or runs.meta is None else dict(runs.meta)
+
+    @property
+    def unique_key(self) -> str | None:
+        """The ``unique_key`` the job was submitted with, or ``None``."""
+        return None if self._runs is None else self._runs.unique_key
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """When the job expires if it has not started by then (aware UTC), or ``None``."""
+        return None if self._runs is None else _as_datetime(self._runs.expires)
+
+    def update(self, **meta: Any) -> None:
+        """Merge ``meta`` into :attr:`meta`, e.g. progress: ``job.update(current=3, total=4)``.
+
+        Call it from the job's own body (see :func:`~taskrun.current.current_job`)
+        as often as needed: a shared store writes the latest meta at most every
+        0.25 s, however many updates came in between, and every process then
+        sees it.  Called on a job this process does not run, it changes only
+        this object.
+
+        :raises NotSerializable: (a ``TypeError``) naming the key and the type of
+            a value that is not JSON-serialisable.
+        """
+        check_meta(self.id, self.name, meta)
+        runs = self._run_record()
+        if runs.meta is None:
+            runs.meta = meta
+        else:
+            runs.meta.update(meta)
+        if runs.sink is not None:
+            runs.sink.save_meta(self)
+
+    def retry(self) -> Job[R]:
+        """Submit a new job of the same task with the same arguments; for a failed or cancelled job.
+
+        Works on a job looked up from another process through a shared store,
+        given this process registers its task.
+
+        :returns: the new job.
+        :raises JobNotFinished: if this job has not failed or been cancelled.
+        :raises JobLost: if this process does not register the job's task.
+        """
+        if self.state not in (JobState.FAILURE, JobState.CANCELLED):
+            raise JobNotFinished(
+                f"job {self.id} ({self.name}) is {self.state.value}: only a FAILURE or "
+                "CANCELLED job can be retried; wait for it with job.get(), or cancel() it first"
+            )
+        submit = getattr(getattr(self.task, "runner", None), "submit", None)
+        if submit is None:
+            raise JobLost(
+                f"cannot retry job {self.id}: task {self.name!r} is not registered in this "
+                "process; declare it with @runner.task(name=...) under the same name"
+            )
+        return submit(self.task, self.args, self.kwargs)  # type: ignore[no-any-return]
 
     def ready(self) -> bool:
         """Return whether the job has finished (succeeded, failed or was cancelled)."""
@@ -298,6 +379,8 @@ class Job(Generic[R]):
             if isinstance(value, BaseException):
                 raise value
             raise JobLost(f"job {self.id} ({self.name}) failed: {value!r}")
+        if isinstance(value, JobCancelled):
+            raise value  # it expired
         raise JobCancelled(f"job {self.id} ({self.name}) was cancelled")
 
     def cancel(self) -> bool:

@@ -32,11 +32,8 @@ OPTION_HINTS: dict[str, str] = {
     "time_limit": "taskrun calls it timeout= (seconds per attempt; the job is stopped)",
     "soft_time_limit": "taskrun has one limit per attempt: timeout=",
     "default_retry_delay": "taskrun calls it retry_delay=",
-    "retry_backoff_max": "taskrun has no retry_backoff_max= yet; retry_backoff= sets the factor",
-    "ignore_result": "taskrun has no ignore_result= yet; results age out after result_ttl",
-    "rate_limit": "taskrun has no rate_limit= yet",
-    "bind": "taskrun never passes the task to its function; taskrun.current_job(), coming soon, "
-    "will give the running job",
+    "bind": "taskrun never passes the task to its function; call taskrun.current_job() in "
+    "the body for the running job (its .id, .update(**meta) for progress)",
     "queue": "taskrun has one queue per runner; use another TaskRunner for separate work",
     "serializer": "there is nothing to choose: arguments stay in memory, or are pickled "
     "with the SQLite store",
@@ -89,6 +86,11 @@ class TaskRegistry(Submitter):
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         timeout: float | timedelta | None = None,
         executor: Executor = "greenlet",
+        retry_backoff_max: float | timedelta = 3600.0,
+        max_running: int | None = None,
+        rate_limit: str | None = None,
+        ignore_result: bool = False,
+        result_ttl: float | timedelta | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(
@@ -104,12 +106,21 @@ class TaskRegistry(Submitter):
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         timeout: float | timedelta | None = None,
         executor: Executor = "greenlet",
+        retry_backoff_max: float | timedelta = 3600.0,
+        max_running: int | None = None,
+        rate_limit: str | None = None,
+        ignore_result: bool = False,
+        result_ttl: float | timedelta | None = None,
         **unknown: Any,
     ) -> Any:
         """Register a function as a task; use bare (``@runner.task``) or with options.
 
         Options are those of :class:`~taskrun.options.TaskOptions` and are
-        checked here, at decoration time.
+        checked here, at decoration time: ``retries``, ``retry_delay``,
+        ``retry_backoff`` (capped at ``retry_backoff_max``), ``retry_jitter``,
+        ``retry_on``, ``timeout``, ``executor``, ``max_running`` (jobs at once),
+        ``rate_limit`` (``"N/s"``, ``"N/m"``, ``"N/h"`` starts), ``ignore_result``
+        and ``result_ttl`` (overrides the runner's for this task's jobs).
 
         :param name: the name jobs are known by (default: ``module.qualname``).
         :param unknown: refused: an option taskrun does not have, e.g.
@@ -125,6 +136,11 @@ class TaskRegistry(Submitter):
             retry_on=retry_on,
             timeout=None if timeout is None else seconds("timeout", timeout, positive=True),
             executor=executor,
+            retry_backoff_max=seconds("retry_backoff_max", retry_backoff_max, positive=True),
+            max_running=max_running,
+            rate_limit=rate_limit,
+            ignore_result=ignore_result,
+            result_ttl=None if result_ttl is None else seconds("result_ttl", result_ttl),
         )
 
         def register(func: Callable[..., Any]) -> Task[..., Any]:
@@ -156,6 +172,11 @@ class TaskRegistry(Submitter):
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         timeout: float | timedelta | None = None,
         executor: Executor = "greenlet",
+        retry_backoff_max: float | timedelta = 3600.0,
+        max_running: int | None = None,
+        rate_limit: str | None = None,
+        ignore_result: bool = False,
+        result_ttl: float | timedelta | None = None,
         pass_slot: bool = False,
         **unknown: Any,
     ) -> PeriodicDecorator:
@@ -203,6 +224,11 @@ class TaskRegistry(Submitter):
             retry_on=retry_on,
             timeout=timeout,
             executor=executor,
+            retry_backoff_max=retry_backoff_max,
+            max_running=max_running,
+            rate_limit=rate_limit,
+            ignore_result=ignore_result,
+            result_ttl=result_ttl,
         )
 
         def add(func: Callable[..., Any]) -> Task[..., Any]:

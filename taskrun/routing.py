@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 from itertools import chain
 from typing import Any
 
@@ -99,26 +100,52 @@ class JobRouter:
         kwargs: dict[str, Any] | None,
         countdown: float = 0.0,
         eta: float | None = None,
+        *,
+        unique_key: str | None = None,
+        expires: float | datetime | None = None,
     ) -> Job[Any]:
         """Record a new job of ``task``, due after ``countdown`` s or at POSIX time ``eta``.
 
         In eager mode the job runs here, to the end (retries included, times
-        ignored); otherwise it goes to the pool or the timer, never blocking.
+        and expiry ignored); otherwise it goes to the pool or the timer, never
+        blocking (but for one short transaction of a shared store, with a
+        ``unique_key``).
 
+        :param unique_key: while an unfinished job of ``task`` has this key,
+            return that job instead of a new one.
+        :param expires: seconds from now, or an aware datetime, after which the
+            job, if not started, never runs.
         :raises QueueFull: if the backlog, or the set of scheduled jobs, is full.
         """
         now = self._clock.time()
         # No control: a job of a runner's task is cancelled through its task's runner.
         job: Job[Any] = Job(task, args, kwargs, None, enqueued=now)
+        if unique_key is not None or expires is not None:
+            runs = job._run_record()
+            runs.unique_key = unique_key
+            if isinstance(expires, datetime):
+                runs.expires = expires.timestamp()
+            elif expires is not None:
+                runs.expires = now + expires
         due = eta if eta is not None else now + countdown
         if self.settings.eager:
+            if unique_key is not None:
+                held = self.eager_jobs.add_unique(job)
+                if held is not job:
+                    return held
             if job_enqueued.receivers:
                 signals.send(job_enqueued, self.sender, job=job)
             self._run_inline(job)
             self.submitted += 1
             return job
         if due <= now:
-            self.store.add(job)  # first: arguments a durable store cannot keep fail here
+            # First: arguments a durable store cannot keep fail here.
+            if unique_key is not None:
+                held = self.store.add_unique(job)
+                if held is not job:
+                    return held
+            else:
+                self.store.add(job)
             try:
                 self._dispatcher.submit(job)
             except QueueFull:
@@ -134,7 +161,12 @@ class JobRouter:
                 )
             job.state = JobState.SCHEDULED
             job.due = due
-            self.store.add(job)
+            if unique_key is not None:
+                held = self.store.add_unique(job)
+                if held is not job:
+                    return held
+            else:
+                self.store.add(job)
             self._scheduler.add(job)
         self.submitted += 1
         if job_enqueued.receivers:  # a local name: the one check costs a few ns
@@ -156,7 +188,8 @@ class JobRouter:
         return self._dispatcher.has_room()
 
     def _run_inline(self, job: Job[Any]) -> None:
-        self.eager_jobs.add(job)
+        if job.unique_key is None:
+            self.eager_jobs.add(job)
         while not job.ready():  # a failed attempt that will be retried leaves it in RETRY
             job.state = JobState.PENDING
             self._dispatcher.run(job)
@@ -239,7 +272,10 @@ class JobRouter:
         return job if job is not None else self.store.get(job_id)
 
     def stats(self) -> dict[str, Any]:
-        """Return counts for monitoring: jobs per state, backlog, running, totals."""
+        """Return counts for monitoring: jobs per state, backlog, running, totals.
+
+        ``parked`` counts jobs waiting for a ``max_running`` slot of their task.
+        """
         states = Counter(job.state.value for job in chain(self.eager_jobs, self.store))
         dispatcher = self._dispatcher
         return {
@@ -247,6 +283,7 @@ class JobRouter:
             "backlog": dispatcher.backlog,
             "overdue": dispatcher.overdue,
             "running": dispatcher.running,
+            "parked": dispatcher.admission.parked,
             "scheduled": len(self._scheduler),
             "submitted": self.submitted,
             "completed": dispatcher.completed,

@@ -25,7 +25,7 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 
@@ -484,8 +484,15 @@ class TaskRunner(TaskRegistry):
         kwargs: dict[str, Any] | None,
         countdown: float = 0.0,
         eta: float | None = None,
+        *,
+        unique_key: str | None = None,
+        expires: float | datetime | None = None,
     ) -> Job[Any]:
         """Accept one job of ``task``; used by ``Task.delay``/``apply_async``. Never blocks.
+
+        :param unique_key: return the unfinished job of ``task`` with this key, if any.
+        :param expires: seconds from now, or an aware datetime, after which the
+            job, if not started, never runs.
 
         :raises RunnerNotRunning: if the runner is not started (and not eager).
         :raises QueueFull: if the backlog (or the scheduled set) is full.
@@ -500,7 +507,9 @@ class TaskRunner(TaskRegistry):
                 f"cannot run {task.name}: the runner is not running; "
                 "call runner.start() (or use it as a context manager) in the serving process"
             )
-        return self._router.submit(task, args, kwargs, countdown, eta)
+        return self._router.submit(
+            task, args, kwargs, countdown, eta, unique_key=unique_key, expires=expires
+        )
 
     def job(self, job_id: str) -> Job[Any] | None:
         """Return the job with this id, or ``None`` if unknown or aged out.

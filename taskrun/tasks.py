@@ -32,8 +32,16 @@ class Submitter(Protocol):
         kwargs: dict[str, Any] | None,
         countdown: float = 0.0,
         eta: float | None = None,
+        *,
+        unique_key: str | None = None,
+        expires: float | datetime | None = None,
     ) -> Job[Any]:
-        """Accept one job of ``task``, due after ``countdown`` s or at POSIX time ``eta``."""
+        """Accept one job of ``task``, due after ``countdown`` s or at POSIX time ``eta``.
+
+        :param unique_key: return the unfinished job of ``task`` with this key, if any.
+        :param expires: seconds from now, or an aware datetime, after which the
+            job, if not started, never runs.
+        """
         ...
 
 
@@ -106,6 +114,8 @@ class Task(Generic[P, R]):
         *,
         countdown: float | timedelta | None = None,
         eta: datetime | None = None,
+        unique_key: str | None = None,
+        expires: float | timedelta | datetime | None = None,
     ) -> Job[R]:
         """Run the function in the background, now or later.
 
@@ -118,8 +128,17 @@ class Task(Generic[P, R]):
             turned into a wait (``eta`` minus the wall-clock time now) when
             accepted: a later step of the system clock does not move it (the
             job runs after that wait, and ``job.eta`` keeps showing ``eta``).
-        :raises ConfigError: for a naive ``eta``, both ``countdown`` and ``eta``,
-            or a negative ``countdown``.
+        :param unique_key: while a job of this task with the same key is
+            unfinished (PENDING, SCHEDULED, STARTED, RETRY), return that job
+            instead of a new one (machine-wide with a shared store).  Once it
+            finishes the key is free again.
+        :param expires: seconds (or a ``timedelta``) from now, or an aware
+            datetime: a job not started by then never runs; it ends CANCELLED
+            and ``get()`` raises :class:`~taskrun.errors.JobCancelled` saying it
+            expired.  Ignored in eager mode, like ``countdown``.
+        :raises ConfigError: for a naive ``eta`` or ``expires``, both ``countdown``
+            and ``eta``, a negative ``countdown`` or ``expires``, or a
+            ``unique_key`` that is not a non-empty string.
         :raises QueueFull: if the runner's backlog is full.
         """
         if not isinstance(args, tuple | list):
@@ -130,7 +149,43 @@ class Task(Generic[P, R]):
         if kwargs is not None and not isinstance(kwargs, dict):
             raise ConfigError(f"kwargs must be a dict, got {kwargs!r}")
         seconds, when = check_when(countdown, eta)
-        return self._runner.submit(self, tuple(args), kwargs or None, seconds, when)
+        if unique_key is not None and (not isinstance(unique_key, str) or not unique_key):
+            raise ConfigError(
+                f"unique_key must be a non-empty string, got {unique_key!r}; "
+                'e.g. unique_key=f"welcome:{user_id}"'
+            )
+        return self._runner.submit(
+            self,
+            tuple(args),
+            kwargs or None,
+            seconds,
+            when,
+            unique_key=unique_key,
+            expires=check_expires(expires),
+        )
+
+
+def check_expires(expires: float | timedelta | datetime | None) -> float | datetime | None:
+    """Validate ``expires``: seconds (or a ``timedelta``) from now, or an aware datetime.
+
+    :raises ConfigError: for a naive datetime, a negative or non-numeric value.
+    """
+    if expires is None:
+        return None
+    if isinstance(expires, datetime):
+        if expires.tzinfo is None:
+            raise ConfigError(
+                f"expires must be seconds, a timedelta or a timezone-aware datetime, got the "
+                f"naive {expires!r}; e.g. datetime.now(timezone.utc) + timedelta(minutes=5)"
+            )
+        return expires
+    number = as_seconds(expires)
+    if number is None or number < 0:
+        raise ConfigError(
+            f"expires must be seconds >= 0, a timedelta or an aware datetime, got {expires!r}; "
+            "e.g. expires=300"
+        )
+    return number
 
 
 def check_when(

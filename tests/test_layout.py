@@ -22,9 +22,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "taskrun"
 #: Floors from the ground up; a module may import from its floor and those below.
 FLOORS: list[tuple[str, ...]] = [
     ("errors", "clock", "validation", "supervision", "signals"),
-    ("options", "schedules", "jobs", "limits"),
+    ("options", "schedules", "jobs", "limits", "meta", "current"),
     ("stores",),
-    ("executors", "dispatcher", "monitor"),
+    ("executors", "admission", "dispatcher", "monitor"),
     ("scheduler", "periodic"),
     ("tasks", "registry", "settings", "routing", "checks"),
     ("hub_thread", "threaded", "engines"),

@@ -569,24 +569,28 @@ def test_finished_jobs_in_the_file_are_bounded_by_count_and_age(
 def test_a_file_of_the_first_schema_version_opens_and_migrations_run_in_order(
     make_runner: MakeRunner, tmp_path: Path
 ) -> None:
-    path = tmp_path / "taskrun.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    path.chmod(0o600)
-    conn.executescript(MIGRATIONS[0])
-    conn.execute("PRAGMA user_version = 1")
-    conn.execute(
-        "INSERT INTO jobs (id, task, state, payload, enqueued, finished, result) "
-        "VALUES ('old', 'echo', 'SUCCESS', ?, 0, 1, ?)",
-        (encode_payload("echo", ("v1",), None), pickle.dumps("v1")),
-    )
-    later = (*MIGRATIONS, "ALTER TABLE jobs ADD COLUMN note TEXT")
+    def first_version_file(path: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(path, isolation_level=None)
+        path.chmod(0o600)
+        conn.executescript(MIGRATIONS[0])
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute(
+            "INSERT INTO jobs (id, task, state, payload, enqueued, finished, result) "
+            "VALUES ('old', 'echo', 'SUCCESS', ?, 0, 1, ?)",
+            (encode_payload("echo", ("v1",), None), pickle.dumps("v1")),
+        )
+        return conn
 
-    assert migrate(conn, str(path), later) == (1, 2)
-    assert migrate(conn, str(path), later) == (2, 2)
-    assert query(path, "SELECT id, note FROM jobs") == [("old", None)]
-    conn.execute("PRAGMA user_version = 1")
-    conn.close()
-    assert LATEST == 1
+    scratch = first_version_file(tmp_path / "scratch.db")
+    later = (*MIGRATIONS, "ALTER TABLE jobs ADD COLUMN note TEXT")
+    assert migrate(scratch, str(tmp_path / "scratch.db"), later) == (1, len(later))
+    assert migrate(scratch, str(tmp_path / "scratch.db"), later) == (len(later), len(later))
+    assert query(tmp_path / "scratch.db", "SELECT id, note FROM jobs") == [("old", None)]
+    scratch.close()
+    assert LATEST == len(MIGRATIONS)
+
+    path = tmp_path / "taskrun.db"
+    first_version_file(path).close()
     runner = sqlite_runner(make_runner, path, result_ttl=10**10)
     old = runner.job("old")
     assert old is not None and old.get(timeout=1) == "v1"

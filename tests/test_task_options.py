@@ -25,9 +25,6 @@ def runner() -> TaskRunner:
         ("time_limit", 30, r"taskrun calls it timeout="),
         ("soft_time_limit", 25, r"one limit per attempt: timeout="),
         ("default_retry_delay", 60, r"taskrun calls it retry_delay="),
-        ("retry_backoff_max", 600, r"no retry_backoff_max= yet"),
-        ("ignore_result", True, r"no ignore_result= yet"),
-        ("rate_limit", "10/s", r"no rate_limit= yet"),
         ("bind", True, r"taskrun\.current_job\(\)"),
         ("queue", "emails", r"one queue per runner"),
         ("serializer", "json", r"pickled with the SQLite store"),
@@ -57,6 +54,19 @@ def test_every_hinted_option_is_refused_and_the_known_ones_are_not_hinted(
         with pytest.raises(ConfigError, match=rf"@runner\.periodic got unknown option.*{option}="):
             runner.periodic(every(seconds=5), **{option: 1})
     assert not set(OPTION_HINTS) & {"retries", "retry_on", "timeout", "executor", "name"}
+    assert not set(OPTION_HINTS) & {"retry_backoff_max", "ignore_result", "rate_limit"}
+
+
+def test_the_celery_named_options_taskrun_has_are_accepted(runner: TaskRunner) -> None:
+    @runner.task(retry_backoff_max=600, ignore_result=True, rate_limit="10/s")
+    def send() -> None: ...
+
+    options = send.options
+    assert (options.retry_backoff_max, options.ignore_result, options.rate) == (
+        600.0,
+        True,
+        (10, 1.0),
+    )
 
 
 def test_several_unknown_options_are_named_together(runner: TaskRunner) -> None:
@@ -84,6 +94,11 @@ def test_periodic_accepts_and_forwards_every_task_option(runner: TaskRunner) -> 
         retry_on=(KeyError,),
         timeout=9,
         executor="thread",
+        retry_backoff_max=60,
+        max_running=1,
+        rate_limit="2/m",
+        ignore_result=True,
+        result_ttl=30,
     )
     def poll() -> None: ...
 
@@ -92,3 +107,5 @@ def test_periodic_accepts_and_forwards_every_task_option(runner: TaskRunner) -> 
     assert (options.retries, options.retry_delay, options.retry_backoff) == (2, 3.0, 1.5)
     assert (options.retry_jitter, options.retry_on) == (False, (KeyError,))
     assert (options.timeout, options.executor) == (9.0, "thread")
+    assert (options.retry_backoff_max, options.max_running, options.rate) == (60.0, 1, (2, 60.0))
+    assert (options.ignore_result, options.result_ttl) == (True, 30.0)

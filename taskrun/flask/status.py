@@ -6,6 +6,7 @@ job of the app's runner, whoever submitted it (a background view,
 ``task.delay()``, the timer)::
 
     {"id": "...", "state": "SUCCESS", "result": {"rows": 3}}
+    {"id": "...", "state": "STARTED", "result": null, "meta": {"current": 3, "total": 4}}
     {"id": "...", "state": "FAILURE", "result": null,
      "error": {"type": "ValueError", "message": "no such year: 1066"}}
 
@@ -98,7 +99,10 @@ def _status_view(job_id: str) -> Response:
 
 
 def job_status(job: Job[Any]) -> dict[str, Any]:
-    """Return the status document of ``job``: ``id``, ``state``, ``result`` and maybe ``error``.
+    """Return the status document of ``job``: ``id``, ``state``, ``result``, ``error``, ``meta``.
+
+    ``meta`` is what the job reported with ``Job.update`` (e.g. progress), in
+    any state, present whenever it is not empty.
 
     ``result`` is the return value once the job succeeded, if the app's JSON
     provider can serialise it, else ``null``.  A failed job (or one waiting
@@ -114,6 +118,9 @@ def job_status(job: Job[Any]) -> dict[str, Any]:
         payload["error"] = {"type": kind, "message": _message(value)}
     elif job.state is JobState.SUCCESS and _serialisable(value):
         payload["result"] = value
+    meta = job.meta
+    if meta:
+        payload["meta"] = meta
     return payload
 
 

@@ -41,6 +41,41 @@ class ResultStore(Protocol):
         """Record that an unfinished job changed state (started, retrying, requeued)."""
         ...
 
+    def add_unique(self, job: Job[Any]) -> Job[Any]:
+        """Record a new job with a ``unique_key``, unless an unfinished one of its task has it.
+
+        Decided by the store, atomically (machine-wide for a shared store).
+
+        :returns: ``job`` if it was recorded, else the unfinished job that holds the key.
+        """
+        ...
+
+    def save_meta(self, job: Job[Any]) -> None:
+        """Record ``job.meta``; may be called from a pool thread, and very often.
+
+        A shared store writes the latest meta within about a second (coalesced).
+        """
+        ...
+
+    def take_running_slot(self, job: Job[Any], limit: int) -> bool:
+        """Take one of the ``limit`` running slots of ``job``'s task; ``False`` if all are taken."""
+        ...
+
+    def free_running_slot(self, job: Job[Any]) -> None:
+        """Give back the running slot ``job`` took."""
+        ...
+
+    def reserve_start(
+        self, task_name: str, starts: int, window: float, now: float
+    ) -> tuple[bool, float]:
+        """Record a start of ``task_name`` at ``now`` unless ``starts`` began in ``window`` s.
+
+        :returns: ``(True, the start recorded)`` (``now``, or a hair later so that
+            the starts of a shared store stay in order), else ``(False, the POSIX
+            time the next start is allowed)``.
+        """
+        ...
+
     def finish(self, job: Job[Any]) -> None:
         """Record that ``job`` reached a final state; its result becomes evictable."""
         ...

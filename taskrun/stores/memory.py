@@ -7,19 +7,25 @@ first out), so memory never grows without bound.
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
 from taskrun.clock import Clock
 from taskrun.jobs import Job
+from taskrun.limits import RateLog
 
 
 class MemoryStore:
     """Jobs by id in a dict, finished ones bounded by age and count.
 
+    Also the per-task limits of this process: unique keys of unfinished
+    jobs, running slots and rate windows.
+
     :param clock: the time source used to age results.
-    :param result_ttl: seconds a finished job stays retrievable.
+    :param result_ttl: seconds a finished job stays retrievable (a task's
+        own ``result_ttl`` overrides it for its jobs).
     :param max_results: the most finished jobs kept; the oldest go first.
     """
 
@@ -31,6 +37,11 @@ class MemoryStore:
         # Finished jobs in finish order: finish times only grow, so the
         # oldest is always at the left and eviction is O(1) per job.
         self._finished: deque[tuple[float, str]] = deque()
+        # Finished jobs of tasks with their own result_ttl: (expiry, id), a heap.
+        self._expiring: list[tuple[float, str]] = []
+        self._unique: dict[tuple[str, str], Job[Any]] = {}
+        self._slots: dict[str, int] = {}
+        self._rates: dict[str, RateLog] = {}
 
     def open(self) -> None:
         """Nothing to prepare in memory."""
@@ -45,24 +56,79 @@ class MemoryStore:
     def update(self, job: Job[Any]) -> None:
         """Nothing to do: the dict holds the live object."""
 
+    def add_unique(self, job: Job[Any]) -> Job[Any]:
+        """Keep ``job`` unless an unfinished job of its task has its ``unique_key``.
+
+        :returns: ``job``, or the unfinished job that holds the key.
+        """
+        key = (job.name, job.unique_key or "")
+        held = self._unique.get(key)
+        if held is not None and not held.ready():
+            return held
+        self._unique[key] = job
+        self.add(job)
+        return job
+
+    def save_meta(self, job: Job[Any]) -> None:
+        """Nothing to do: the job object holds its meta."""
+
+    def take_running_slot(self, job: Job[Any], limit: int) -> bool:
+        """Take a running slot of ``job``'s task here; ``False`` if ``limit`` are taken."""
+        taken = self._slots.get(job.name, 0)
+        if taken >= limit:
+            return False
+        self._slots[job.name] = taken + 1
+        return True
+
+    def free_running_slot(self, job: Job[Any]) -> None:
+        """Give back a running slot of ``job``'s task."""
+        taken = self._slots.get(job.name, 0) - 1
+        if taken > 0:
+            self._slots[job.name] = taken
+        else:
+            self._slots.pop(job.name, None)
+
+    def reserve_start(
+        self, task_name: str, starts: int, window: float, now: float
+    ) -> tuple[bool, float]:
+        """Record a start in this process's rate window of ``task_name`` (see :class:`RateLog`)."""
+        log = self._rates.get(task_name)
+        if log is None or (log.starts, log.window) != (starts, window):
+            log = self._rates[task_name] = RateLog(starts, window)
+        next_at = log.reserve(now)
+        return (False, next_at) if next_at else (True, now)
+
     def finish(self, job: Job[Any]) -> None:
         """Queue ``job`` for eviction and evict what is too old or too many."""
         runs = job._runs  # a finished job's record holds its finish time
-        finished = runs.finished if runs is not None else None
-        self._finished.append((finished or self._clock.time(), job.id))
+        finished = (runs.finished if runs is not None else None) or self._clock.time()
+        if runs is not None and runs.unique_key is not None:
+            key = (job.name, runs.unique_key)
+            if self._unique.get(key) is job:
+                del self._unique[key]
+        ttl = job.task.options.result_ttl
+        if ttl is None:
+            self._finished.append((finished, job.id))
+        else:
+            heapq.heappush(self._expiring, (finished + ttl, job.id))
         self.evict()
 
     def evict(self) -> None:
-        """Drop finished jobs past ``result_ttl`` or beyond ``max_results``."""
+        """Drop finished jobs past their ``result_ttl`` or beyond ``max_results``."""
         finished = self._finished
-        oldest_kept = self._clock.time() - self._ttl
+        now = self._clock.time()
+        oldest_kept = now - self._ttl
         while finished and (len(finished) > self._max or finished[0][0] < oldest_kept):
             _, job_id = finished.popleft()
+            self._jobs.pop(job_id, None)
+        expiring = self._expiring
+        while expiring and (expiring[0][0] < now or len(expiring) + len(finished) > self._max):
+            _, job_id = heapq.heappop(expiring)
             self._jobs.pop(job_id, None)
 
     def get(self, job_id: str) -> Job[Any] | None:
         """Return the job with this id, or ``None`` if unknown or aged out."""
-        if self._finished:
+        if self._finished or self._expiring:
             self.evict()
         return self._jobs.get(job_id)
 
@@ -77,6 +143,8 @@ class MemoryStore:
     def discard(self, job: Job[Any]) -> None:
         """Forget ``job`` (it was never admitted)."""
         self._jobs.pop(job.id, None)
+        if job.unique_key is not None and self._unique.get((job.name, job.unique_key)) is job:
+            del self._unique[(job.name, job.unique_key)]
 
     def before_run(self, job: Job[Any]) -> bool:
         """Return ``True`` at once: memory holds the job already."""

@@ -16,6 +16,7 @@ surrogate escaped (:func:`safe_text`), and decoding a row never raises.
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 import reprlib
@@ -47,8 +48,10 @@ _repr.maxother = 80
 #: The columns :func:`job_from_row` expects, in order.
 JOB_COLUMNS = (
     "id, task, state, payload, attempts, enqueued, started, finished, due, "
-    "result, result_text, traceback"
+    "result, result_text, traceback, meta, expires, unique_key"
 )
+#: How many columns :data:`JOB_COLUMNS` names.
+JOB_COLUMN_COUNT = JOB_COLUMNS.count(",") + 1
 
 
 def safe_text(text: str | None) -> str | None:
@@ -249,12 +252,31 @@ def job_from_row(
     runs.attempts = attempts
     runs.started = started
     runs.traceback = row[11]
+    runs.meta = decode_meta(row[12])
+    runs.expires = row[13]
+    runs.unique_key = row[14]
     if job.state in FINISHED:
         runs.finished = finished
         runs.value = decode_result(row[9], row[10])
     elif job.state is JobState.RETRY:
         runs.value = decode_result(row[9], row[10])  # the error it retries after
     return job
+
+
+def encode_meta(job: Job[Any]) -> str:
+    """Return ``job.meta`` as JSON (its values were checked by ``Job.update``)."""
+    return json.dumps(job.meta, default=repr)
+
+
+def decode_meta(text: str | None) -> dict[str, Any] | None:
+    """Return the meta stored as JSON, or ``None``."""
+    if not text:
+        return None
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        return None
+    return meta if isinstance(meta, dict) else None
 
 
 def refresh_from_row(job: Job[Any], row: tuple[Any, ...]) -> None:
@@ -265,6 +287,7 @@ def refresh_from_row(job: Job[Any], row: tuple[Any, ...]) -> None:
     runs.attempts = row[4]
     runs.started = row[6]
     runs.traceback = row[11]
+    runs.meta = decode_meta(row[12])
     if job.state in FINISHED:
         job._finish(job.state, decode_result(row[9], row[10]), row[7])
     elif job.state is JobState.RETRY:

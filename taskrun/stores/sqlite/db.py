@@ -27,11 +27,14 @@ __all__ = [
     "write_transaction",
 ]
 
-#: Parameters: id, task, state, payload, attempts, enqueued, due, owner.
+#: Parameters: id, task, state, payload, attempts, enqueued, due, owner,
+#: expires, unique_key, result_ttl.
 INSERT_JOB = (
-    "INSERT OR IGNORE INTO jobs (id, task, state, payload, attempts, enqueued, due, owner) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT OR IGNORE INTO jobs (id, task, state, payload, attempts, enqueued, due, owner, "
+    "expires, unique_key, result_ttl) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+#: Parameters: meta (JSON), id, current owner.
+UPDATE_META = "UPDATE jobs SET meta = ? WHERE id = ? AND owner = ?"
 #: Parameters: state, attempts, started, finished, due, result, result_text,
 #: traceback, new owner, id, current owner.  A process that lost a job to
 #: another one (see :func:`reap_dead`) can no longer write to its row.
@@ -69,10 +72,12 @@ def write_batch(
     conn: sqlite3.Connection,
     inserts: Iterable[tuple[Any, ...]],
     updates: Iterable[tuple[Any, ...]],
+    metas: Iterable[tuple[Any, ...]] = (),
 ) -> None:
-    """Insert new jobs, then update changed ones, in one transaction."""
+    """Insert new jobs, then write meta and update changed ones, in one transaction."""
     with write_transaction(conn):
         conn.executemany(INSERT_JOB, inserts)
+        conn.executemany(UPDATE_META, metas)
         conn.executemany(UPDATE_JOB, updates)
 
 
@@ -264,6 +269,7 @@ def prune(
     max_results: int,
     slots_before: float,
     limit: int,
+    now: float | None = None,
 ) -> int:
     """Delete finished jobs older than ``oldest_kept`` and all but ``max_results`` finished ones.
 
@@ -272,7 +278,8 @@ def prune(
     before the first row accepted after it: only that prefix is scanned.
     Past ``max_results``, the earliest accepted finished jobs go first.  At
     most ``limit`` jobs go per rule, so one call stays short; periodic slot
-    claims older than ``slots_before`` go too.
+    claims older than ``slots_before`` go too.  Jobs of tasks with their own
+    ``result_ttl`` go by that instead, once ``now`` is past it.
 
     :returns: how many jobs were deleted.
     """
@@ -283,9 +290,15 @@ def prune(
     with write_transaction(conn):
         count = conn.execute(
             "DELETE FROM jobs WHERE rowid IN (SELECT rowid FROM jobs WHERE rowid < ? "
-            "AND finished < ? LIMIT ?)",
+            "AND finished < ? AND result_ttl IS NULL LIMIT ?)",
             (first_new[0] if first_new else 2**63 - 1, oldest_kept, limit),
         ).rowcount
+        if now is not None:
+            count += conn.execute(
+                "DELETE FROM jobs WHERE rowid IN (SELECT rowid FROM jobs WHERE "
+                "result_ttl IS NOT NULL AND finished + result_ttl < ? LIMIT ?)",
+                (now, limit),
+            ).rowcount
         excess = min(finished - count - max_results, limit)
         if excess > 0:
             count += conn.execute(

@@ -34,7 +34,7 @@ from taskrun.jobs import Job, JobState
 from taskrun.stores.base import StoreHost
 from taskrun.stores.memory import MemoryStore
 from taskrun.stores.sqlite import db
-from taskrun.stores.sqlite.codec import decode_payload, job_from_row
+from taskrun.stores.sqlite.codec import JOB_COLUMN_COUNT, decode_payload, job_from_row
 from taskrun.stores.sqlite.faults import Faults
 from taskrun.stores.sqlite.procs import ProcessInfo
 from taskrun.stores.sqlite.schema import connect
@@ -106,11 +106,18 @@ class Leases:
                 gevent.sleep(0.05)
         return not (self.abandoned and job.id in self.abandoned)
 
-    def maintain(self, host: StoreHost | None, oldest_kept: float, max_results: int) -> None:
+    def maintain(
+        self,
+        host: StoreHost | None,
+        oldest_kept: float,
+        max_results: int,
+        now: float | None = None,
+    ) -> None:
         """One round: renew the lease, act on cancel requests, take over orphaned jobs.
 
         Starts a housekeeping pass (in its thread) whatever happens.
 
+        :param now: the runner's time, against which tasks' own ``result_ttl`` count.
         :raises Exception: what a statement raised; the writer's supervisor
             logs it (once per kind) and runs the next round a heartbeat later.
         """
@@ -125,7 +132,7 @@ class Leases:
                 if self._sql(db.has_unowned):
                     self._claim(host)
         finally:
-            self._housekeeper.start(oldest_kept, max_results)
+            self._housekeeper.start(oldest_kept, max_results, now)
 
     def close(self) -> None:
         """Stop housekeeping (waits up to 5 s for a pass in progress)."""
@@ -162,9 +169,9 @@ class Leases:
         rows = self._sql(db.claim, self._me.token, list(tasks), CLAIM_LIMIT)
         refused = 0
         for row in rows:
-            job = job_from_row(row[:12], tasks[row[1]], host)
+            job = job_from_row(row[:JOB_COLUMN_COUNT], tasks[row[1]], host)
             self._local.add(job)
-            if row[12]:
+            if row[JOB_COLUMN_COUNT]:  # cancel_requested
                 self._end(job, JobState.CANCELLED, None, None)
             elif (problem := _payload_problem(row[3])) is not None:
                 self._end(job, JobState.FAILURE, JobLost(problem), problem)
@@ -239,11 +246,11 @@ class _Housekeeper:
         self._conn: sqlite3.Connection | None = None
         self._pending: Any = None
 
-    def start(self, oldest_kept: float, max_results: int) -> None:
+    def start(self, oldest_kept: float, max_results: int, now: float | None = None) -> None:
         """Start one pass unless one is still going; never blocks."""
         if self._pending is not None and not self._pending.ready():
             return
-        self._pending = self._pool.spawn(self._work, oldest_kept, max_results)
+        self._pending = self._pool.spawn(self._work, oldest_kept, max_results, now)
         self._pending.rawlink(self._done)
 
     def _done(self, result: Any) -> None:
@@ -255,7 +262,9 @@ class _Housekeeper:
                 self._guard, "handing back jobs of dead processes", lambda: self._reaped(outcome)
             )
 
-    def _work(self, oldest_kept: float, max_results: int) -> list[tuple[int, int]] | Exception:
+    def _work(
+        self, oldest_kept: float, max_results: int, clock_now: float | None
+    ) -> list[tuple[int, int]] | Exception:
         try:
             if self._conn is None:
                 self._conn = connect(self._path)
@@ -264,7 +273,8 @@ class _Housekeeper:
             self._faults.check("reap_dead")
             found = db.reap_dead(self._conn, self._me, self._lease, now)
             self._faults.check("prune")
-            db.prune(self._conn, oldest_kept, max_results, now - SLOT_KEEP, PRUNE_LIMIT)
+            kept_by = clock_now or now
+            db.prune(self._conn, oldest_kept, max_results, now - SLOT_KEEP, PRUNE_LIMIT, kept_by)
             self._faults.check("checkpoint")
             db.checkpoint(self._conn)
         except Exception as error:

@@ -73,6 +73,28 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (name, slot)
     ) WITHOUT ROWID;
     """,
+    # 2: progress meta, unique keys, expiry, per-task result_ttl, running slots, rate windows.
+    # The unique index holds only unfinished jobs with a key: finishing frees the key.
+    """
+    ALTER TABLE jobs ADD COLUMN meta TEXT;
+    ALTER TABLE jobs ADD COLUMN expires REAL;
+    ALTER TABLE jobs ADD COLUMN unique_key TEXT;
+    ALTER TABLE jobs ADD COLUMN result_ttl REAL;
+    CREATE UNIQUE INDEX jobs_unique_key ON jobs (task, unique_key)
+        WHERE unique_key IS NOT NULL AND finished IS NULL;
+    CREATE INDEX jobs_result_ttl ON jobs (finished) WHERE result_ttl IS NOT NULL;
+    CREATE TABLE running_slots (
+        job TEXT NOT NULL PRIMARY KEY,
+        task TEXT NOT NULL,
+        owner TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX running_slots_task ON running_slots (task);
+    CREATE TABLE rate_starts (
+        task TEXT NOT NULL,
+        started REAL NOT NULL
+    );
+    CREATE INDEX rate_starts_task ON rate_starts (task, started);
+    """,
 )
 
 #: The schema version this taskrun writes.

@@ -64,8 +64,9 @@ than ``max_arg_bytes``, fails at once with
 queue the job.  One writer greenlet commits whatever is queued in one
 transaction (see :mod:`taskrun.stores.sqlite.writer`), and a worker starts a job
 only once its row is committed (:meth:`SqliteStore.before_run`).  Which
-process runs which job is :mod:`taskrun.stores.sqlite.leases`; the schema and its
-migrations are :mod:`taskrun.stores.sqlite.schema`.
+process runs which job is :mod:`taskrun.stores.sqlite.leases`; unique keys,
+running slots and rate windows are :mod:`taskrun.stores.sqlite.limits`; the
+schema and its migrations are :mod:`taskrun.stores.sqlite.schema`.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ from taskrun.stores.sqlite.codec import DEFAULT_MAX_ARG_BYTES, encode_payload
 from taskrun.stores.sqlite.faults import Faults
 from taskrun.stores.sqlite.files import create_file, store_path
 from taskrun.stores.sqlite.leases import Leases
+from taskrun.stores.sqlite.limits import SharedLimits
 from taskrun.stores.sqlite.procs import this_process
 from taskrun.stores.sqlite.remote import RemoteJobs
 from taskrun.stores.sqlite.schema import connect, migrate
@@ -155,6 +157,10 @@ class SqliteStore:
         self._leases: Leases | None = None
         self._token = ""
         self._remote = RemoteJobs(self.path, clock, lambda: self._sql, self._task)
+        self._limits = SharedLimits(
+            self.path, lambda: self._sql, lambda: self._writer, lambda: self._token, self._local
+        )
+        self._limits.lookup = self.get
 
     def __repr__(self) -> str:
         return f"<SqliteStore {self.path!r} open={self.is_open}>"
@@ -274,24 +280,58 @@ class SqliteStore:
             )
         if writer.failing is not None:
             raise writer.failing
-        payload = encode_payload(job.name, job.args, job.kwargs, self._max_arg_bytes)
-        row = (
+        writer.insert(job.id, self._row(job))
+        self._local.add(job)
+
+    def _row(self, job: Job[Any]) -> tuple[Any, ...]:
+        """The parameters of :data:`~taskrun.stores.sqlite.db.INSERT_JOB` for a new job."""
+        runs = job._runs
+        return (
             job.id,
             job.name,
             job.state.value,
-            payload,
+            encode_payload(job.name, job.args, job.kwargs, self._max_arg_bytes),
             job.attempts,
             job._enqueued,
             job.due,
             self._token,
+            None if runs is None else runs.expires,
+            None if runs is None else runs.unique_key,
+            job.task.options.result_ttl,
         )
-        writer.insert(job.id, row)
-        self._local.add(job)
+
+    def add_unique(self, job: Job[Any]) -> Job[Any]:
+        """Insert a job with a ``unique_key`` now, unless an unfinished job of its task has it.
+
+        See :meth:`~taskrun.stores.sqlite.limits.SharedLimits.add_unique`.
+        """
+        return self._limits.add_unique(job, self._row(job))
+
+    def save_meta(self, job: Job[Any]) -> None:
+        """Queue ``job.meta``; the writer writes the latest about every 0.25 s."""
+        if self._writer is not None:
+            self._writer.meta(job)
+
+    def take_running_slot(self, job: Job[Any], limit: int) -> bool:
+        """Take a running slot of ``job``'s task, counted over every process of the file."""
+        return self._limits.take_running_slot(job, limit)
+
+    def free_running_slot(self, job: Job[Any]) -> None:
+        """Give back ``job``'s running slot."""
+        self._limits.free_running_slot(job)
+
+    def reserve_start(
+        self, task_name: str, starts: int, window: float, now: float
+    ) -> tuple[bool, float]:
+        """Record a start of ``task_name`` in its rate window, shared by every process."""
+        return self._limits.reserve_start(task_name, starts, window, now)
 
     def discard(self, job: Job[Any]) -> None:
         """Forget a job just added whose admission was refused."""
         if self._writer is not None:
             self._writer.discard(job.id)
+        if job.unique_key is not None and self._sql is not None:
+            self._limits.forget(job)  # add_unique committed its row at once
         self._local.discard(job)
 
     def update(self, job: Job[Any]) -> None:
@@ -395,4 +435,5 @@ class SqliteStore:
 
     def _maintain(self) -> None:
         if self._leases is not None:
-            self._leases.maintain(self._host, self._clock.time() - self._ttl, self._max)
+            now = self._clock.time()
+            self._leases.maintain(self._host, now - self._ttl, self._max, now)

@@ -39,11 +39,14 @@ from typing import Any
 import gevent
 from gevent.event import Event
 from gevent.greenlet import Greenlet
+from gevent.hub import get_hub
+from gevent.monkey import get_original
 
 from taskrun import signals
 from taskrun.errors import StoreError
 from taskrun.jobs import Job
 from taskrun.stores.sqlite import db
+from taskrun.stores.sqlite.codec import encode_meta
 from taskrun.stores.sqlite.rows import failure_row, update_row
 from taskrun.stores.sqlite.sql import BUSY_LIMIT, SqlRunner
 from taskrun.supervision import Supervisor, guarded
@@ -57,6 +60,10 @@ COMMIT_WAIT = 30.0
 #: The first and the longest pause between retries of a failing commit.
 FIRST_RETRY_PAUSE = 0.05
 MAX_RETRY_PAUSE = 2.0
+#: The shortest time between two writes of running jobs' meta (``Job.update``).
+META_INTERVAL = 0.25
+#: The OS thread's id (patched, ``threading.get_ident`` tells greenlets apart instead).
+_thread_ident: Callable[[], int] = get_original("_thread", "get_ident")
 
 
 class _Batch:
@@ -97,6 +104,12 @@ class BatchWriter:
         self._flushing: _Batch | None = None
         self._updates: dict[str, Job[Any]] = {}
         self._released: set[str] = set()
+        # Jobs whose meta changed; pool threads write it too (see meta()).
+        self._metas: dict[str, Job[Any]] = {}
+        self._meta_due = 0.0
+        self._hub_thread = _thread_ident()
+        self._loop_handle: Any = None  # the hub's loop, to wake the writer from a pool thread
+        self._thread_woke = False
         self._wake = Event()
         self._next_round = 0.0
         self._closing = False
@@ -111,6 +124,8 @@ class BatchWriter:
     def start(self) -> None:
         """Start the writer greenlet; its first maintenance round runs at once."""
         self._closing = False
+        self._hub_thread = _thread_ident()
+        self._loop_handle = get_hub().loop
         self._greenlet = gevent.spawn(self._loop)
 
     def insert(self, job_id: str, row: tuple[Any, ...]) -> None:
@@ -122,6 +137,19 @@ class BatchWriter:
         """Queue ``job``'s current state; several changes before a commit write once."""
         self._updates[job.id] = job
         self._wake.set()
+
+    def meta(self, job: Job[Any]) -> None:
+        """Queue ``job``'s meta; written at most every :data:`META_INTERVAL` s (coalesced).
+
+        Safe from a pool thread: the thread sets a dict item and, once per
+        write, wakes the writer through the loop's thread-safe callback.
+        """
+        self._metas[job.id] = job
+        if _thread_ident() == self._hub_thread:
+            self._wake.set()
+        elif not self._thread_woke and self._loop_handle is not None:
+            self._thread_woke = True
+            self._loop_handle.run_callback_threadsafe(self._wake.set)
 
     def release(self, job: Job[Any]) -> None:
         """Queue ``job``'s current state with no owner: any live process may take it."""
@@ -203,12 +231,16 @@ class BatchWriter:
         # The round comes first: a steady stream of batches must not
         # starve the heartbeat (other processes would take our jobs).
         self._maybe_maintain()
-        if self._batch.inserts or self._updates:
+        metas_due = bool(self._metas) and (self._closing or time.monotonic() >= self._meta_due)
+        if self._batch.inserts or self._updates or metas_due:
             return not self._flush()
         if self._closing:
             return True
         self._wake.clear()
-        self._wake.wait(max(self._next_round - time.monotonic(), 0.0))
+        until = self._next_round
+        if self._metas:
+            until = min(until, self._meta_due)
+        self._wake.wait(max(until - time.monotonic(), 0.0))
         return False
 
     def _maybe_maintain(self) -> None:
@@ -224,6 +256,7 @@ class BatchWriter:
         released, self._released = self._released, set()
         token = self._token
         rows = [update_row(job, token, job.id in released) for job in updates.values()]
+        metas = self._take_metas()
         self._flushing = batch
         pause = FIRST_RETRY_PAUSE
         failures = 0
@@ -231,7 +264,7 @@ class BatchWriter:
         while True:
             try:
                 began = time.perf_counter()
-                self._sql(db.write_batch, batch.inserts.values(), rows)
+                self._sql(db.write_batch, batch.inserts.values(), rows, metas)
                 if signals.store_committed.receivers:
                     took, count = time.perf_counter() - began, len(batch.inserts) + len(rows)
                     signals.send(signals.store_committed, self._sql.path, seconds=took, rows=count)
@@ -271,6 +304,22 @@ class BatchWriter:
             "and that the file is not corrupt: sqlite3 FILE 'PRAGMA integrity_check')"
         )
         logger.error("%s; retrying up to every %.1f s", self.failing, MAX_RETRY_PAUSE)
+
+    def _take_metas(self) -> list[tuple[str, str, str]]:
+        """Empty the queue of changed meta into rows of :data:`~.db.UPDATE_META`."""
+        metas = self._metas
+        if not metas:
+            return []
+        self._meta_due = time.monotonic() + META_INTERVAL
+        self._thread_woke = False
+        rows = []
+        while metas:
+            try:
+                _, job = metas.popitem()  # atomic: a pool thread may add meanwhile
+            except KeyError:
+                break
+            rows.append((encode_meta(job), job.id, self._token))
+        return rows
 
     def _isolate(
         self, batch: _Batch, rows: list[tuple[Any, ...]], error: Exception
