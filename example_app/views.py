@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from example_app.db import count, get_db
 from example_app.tasks import make_thumbnail, runner, send_welcome
-from taskrun import QueueFull
+from taskrun import QueueFull, current_job
 from taskrun.flask import RequestData, accepted_response, job_status, status_url
 
 bp = Blueprint("example", __name__)
@@ -29,6 +29,8 @@ bp = Blueprint("example", __name__)
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 IMAGE_ID = re.compile(r"[0-9a-f]{32}")
 BUSY = {"error": "the server is busy; try again in a few seconds"}
+#: The parts the report is built in; it reports its progress after each.
+REPORT_STEPS = 4
 
 
 @bp.get("/")
@@ -126,10 +128,17 @@ def report(request_data: RequestData) -> dict[str, Any]:
     """Count sign-ups, sent emails and images of the last ``?days=`` days (1-365, default 7).
 
     Runs as a job (``@runner.background``): the request gets ``202`` and the
-    page polls the status endpoint for the result.
+    page polls the status endpoint for the result.  The job reports its
+    progress, ``{"current": i, "total": REPORT_STEPS}`` in the status's
+    ``meta``, which the page shows as a progress bar.
     """
     days = min(max(request_data.args.get("days", default=7, type=int), 1), 365)
-    gevent.sleep(current_app.config["REPORT_DELAY"])  # stands for a slow query
+    job = current_job()
+    for step in range(REPORT_STEPS):
+        job.update(current=step, total=REPORT_STEPS)
+        # Stands for a slow query, in REPORT_STEPS parts.
+        gevent.sleep(current_app.config["REPORT_DELAY"] / REPORT_STEPS)
+    job.update(current=REPORT_STEPS, total=REPORT_STEPS)
     since = time.time() - days * 86400
     return {
         "days": days,

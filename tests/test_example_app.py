@@ -333,7 +333,9 @@ def test_report_is_built_in_the_background_and_polled_to_success(
     response = client.post("/report?days=7")
 
     assert response.status_code == 202
-    result = poll(client, response.headers["Location"], wait_for)["result"]
+    finished = poll(client, response.headers["Location"], wait_for)
+    assert finished["meta"] == {"current": 4, "total": 4}  # its progress, kept with the result
+    result = finished["result"]
     assert result["days"] == 7
     assert result["signups"] == 1
     assert result["images"] == 0
@@ -345,6 +347,7 @@ def test_index_page_offers_signup_upload_and_report(client: FlaskClient) -> None
     assert 'action="/signup"' in page
     assert 'action="/images"' in page
     assert 'action="/report?days=7"' in page
+    assert 'id="report-progress"' in page
 
 
 # -- python -m example_app -------------------------------------------------------------

@@ -5,7 +5,8 @@ and the SMTP server it starts as its own child) with its data in a
 temporary folder.  Playwright drives Debian's ``chromium`` (playwright's
 own browser download is not used): the page is loaded, the sign-up form
 submitted, an image uploaded and the report built, each checked on what
-the page's script renders while it polls the job's status.
+the page's script renders while it polls the job's status (the report's
+progress bar part-way and at the end).
 
 Without Chromium the test is skipped, and says how to install it, except
 in CI (``CI`` set), where it fails: ``bash dev.sh test`` installs it there.
@@ -85,7 +86,8 @@ def example_app(data_dir: Path, log: Path) -> Iterator[Served]:
     command = [sys.executable, "-m", "example_app", "--port", "0", "--smtp-port", "0"]
     command += ["--data-dir", str(data_dir), "--grace", str(GRACE)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-    env.update({"FLASK_WARM_URLS": "[]", "FLASK_REPORT_DELAY": "0.5", "FLASK_SMTP_TIMEOUT": "5"})
+    # The report takes 2 s in 4 steps, so the page's polls see it part-way.
+    env.update({"FLASK_WARM_URLS": "[]", "FLASK_REPORT_DELAY": "2", "FLASK_SMTP_TIMEOUT": "5"})
     env["FLASK_MAX_CONTENT_LENGTH"] = str(MAX_UPLOAD)
     for name in ("TASKRUN_RUNNER", "TASKRUN_RECYCLE_GRACE"):
         env.pop(name, None)
@@ -116,6 +118,11 @@ def png(width: int, height: int) -> bytes:
     data = io.BytesIO()
     Image.new("RGB", (width, height), (30, 120, 200)).save(data, format="PNG")
     return data.getvalue()
+
+
+def progress_text(page: Page) -> str:
+    """The "current / total" text beside the report's progress bar."""
+    return page.locator("#report-progress .count").inner_text()
 
 
 def shown_job(page: Page, selector: str) -> dict[str, Any]:
@@ -163,7 +170,20 @@ def test_page_signs_up_uploads_and_shows_the_finished_report_in_chromium(tmp_pat
         thumbnail_size = thumbnail.evaluate("img => [img.naturalWidth, img.naturalHeight]")
 
         page.click("#report button")
+        bar = page.locator("#report-progress progress")
+        # Part-way: the bar is shown with the job's latest progress, and the job still runs.
+        page.wait_for_function(
+            "() => { const bar = document.querySelector('#report-progress progress');"
+            " const out = document.querySelector('#report-out').textContent;"
+            " return !bar.closest('p').hidden && bar.value >= 1 && bar.value < bar.max"
+            " && out.includes('STARTED'); }",
+            timeout=JOB * 1000,
+        )
+        part_way = (bar.evaluate("bar => [bar.value, bar.max]"), progress_text(page))
+        progress_shot = tmp_path / "progress.png"
+        page.locator("#report").locator("xpath=..").screenshot(path=progress_shot)
         report = shown_job(page, "#report-out")
+        done_bar = (bar.evaluate("bar => [bar.value, bar.max]"), progress_text(page))
 
         screenshot = tmp_path / "page.png"
         page.screenshot(path=screenshot, full_page=True)
@@ -186,6 +206,11 @@ def test_page_signs_up_uploads_and_shows_the_finished_report_in_chromium(tmp_pat
     assert "To: ada@example.com" in email.read_text()
     assert thumbnail_size == [128, 64]
     assert report["result"]["days"] == 7, report
+    assert report["meta"] == {"current": 4, "total": 4}, report
+    [value, top], text = part_way
+    assert top == 4 and 1 <= value < 4 and text == f"{value:g} / 4", part_way
+    assert done_bar == ([4, 4], "4 / 4"), done_bar
+    assert progress_shot.read_bytes().startswith(PNG_MAGIC)
     assert (report["result"]["signups"], report["result"]["images"]) == (1, 1), report
     assert report["result"]["welcome_emails_sent"] == 1, report
     assert (page_errors, happy_path_console_errors) == ([], [])
