@@ -70,6 +70,11 @@ class TaskRegistry(Submitter):
         """The registered tasks by name (a copy)."""
         return dict(self._tasks)
 
+    @property
+    def periodic_entries(self) -> tuple[PeriodicEntry, ...]:
+        """The declared periodic jobs (their task, schedule and this process's counters)."""
+        return tuple(self._periodic)
+
     @overload
     def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
 

@@ -271,15 +271,20 @@ class JobRouter:
         job = self.eager_jobs.get(job_id)
         return job if job is not None else self.store.get(job_id)
 
-    def stats(self) -> dict[str, Any]:
-        """Return counts for monitoring: jobs per state, backlog, running, totals.
+    def stats(self, states: dict[str, int] | None = None) -> dict[str, Any]:
+        """Return this process's counts: jobs per state, backlog, running, totals.
 
         ``parked`` counts jobs waiting for a ``max_running`` slot of their task.
+
+        :param states: jobs per state if known already (e.g. kept by a shared
+            store); else this process's jobs are counted.
         """
-        states = Counter(job.state.value for job in chain(self.eager_jobs, self.store))
+        if states is None:
+            counts = Counter(job.state.value for job in chain(self.eager_jobs, self.store))
+            states = {state.value: counts.get(state.value, 0) for state in JobState}
         dispatcher = self._dispatcher
         return {
-            "states": {state.value: states.get(state.value, 0) for state in JobState},
+            "states": states,
             "backlog": dispatcher.backlog,
             "overdue": dispatcher.overdue,
             "running": dispatcher.running,

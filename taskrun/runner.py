@@ -37,6 +37,7 @@ from taskrun.clock import Clock, SystemClock
 from taskrun.dispatcher import Dispatcher
 from taskrun.errors import ConfigError, RunnerNotRunning
 from taskrun.jobs import Job, JobState
+from taskrun.machine import machine_periodic, machine_stats
 from taskrun.monitor import LoopMonitor
 from taskrun.periodic.leader import LeaderLock
 from taskrun.periodic.lock_paths import (
@@ -50,7 +51,7 @@ from taskrun.registry import TaskRegistry
 from taskrun.routing import JobRouter
 from taskrun.scheduler import Scheduler
 from taskrun.settings import RunnerSettings
-from taskrun.stores.base import DEFAULT_MAX_ARG_BYTES, ResultStore
+from taskrun.stores.base import DEFAULT_MAX_ARG_BYTES, ResultStore, StoreQueries
 from taskrun.stores.factory import make_store
 from taskrun.tasks import Task
 from taskrun.validation import DEFAULT, Default, seconds
@@ -294,9 +295,23 @@ class TaskRunner(TaskRegistry):
         self._serving = True
 
     def periodic_jobs(self) -> list[PeriodicInfo]:
-        """Return a snapshot of every periodic job: schedule, next and last run, counters."""
+        """Return a snapshot of every periodic job: schedule, next and last run, counters.
+
+        With a shared store that is open, last run, paused flag and leader
+        come from the store and cover every process (``scope="machine"``);
+        the counters are this process's.
+        """
         leads = self._scheduler.is_leader
-        return [entry.info(leads) for entry in self._periodic]
+        infos = [entry.info(leads) for entry in self._periodic]
+        store = self._views()
+        return infos if store is None else machine_periodic(infos, store, leads)
+
+    def _views(self) -> StoreQueries | None:
+        """The store's operator views, once it is open (``None`` for eager or other stores)."""
+        store = self.store
+        if not self._accepting or self.eager or not isinstance(store, StoreQueries):
+            return None
+        return store
 
     # -- life cycle ----------------------------------------------------------
 
@@ -533,5 +548,18 @@ class TaskRunner(TaskRegistry):
         return self._router.cancel(job)
 
     def stats(self) -> dict[str, Any]:
-        """Return counts for monitoring: jobs per state, backlog, running, totals."""
-        return self._router.stats()
+        """Return counts for monitoring: jobs per state, backlog, running, totals.
+
+        With a shared store, ``states`` counts every process's jobs (on the
+        store's state index, no rows read), ``processes`` lists each process's pid, host,
+        heartbeat age, running and waiting jobs, and ``leader`` is the pid
+        leading the periodic jobs; ``scope`` says ``"machine"``.  Otherwise
+        ``scope`` is ``"process"`` and the counts are this process's.
+        ``backlog``, ``running``, ``scheduled`` and the totals are always this
+        process's.
+        """
+        store = self._views()
+        if store is None or not store.is_shared:
+            return {**self._router.stats(), "scope": "process", "pid": os.getpid()}
+        leads = self._scheduler.is_leader and bool(self._periodic)
+        return machine_stats(self._router.stats(states={}), store, leads, self.clock.time())

@@ -26,7 +26,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("stores",),
     ("executors", "admission", "dispatcher", "monitor"),
     ("scheduler", "periodic"),
-    ("tasks", "registry", "settings", "routing", "checks"),
+    ("tasks", "registry", "settings", "routing", "checks", "machine"),
     ("hub_thread", "threaded", "engines"),
     ("runner",),
     ("loading", "logs", "metrics", "multiproc"),

@@ -346,7 +346,8 @@ def test_a_dead_process_with_no_jobs_is_reaped_without_a_warning(
     child.wait(timeout=30)
     query(
         path,
-        "INSERT INTO processes VALUES ('gone', ?, NULL, ?, 0, unixepoch('now'))",
+        "INSERT INTO processes (token, pid, pid_start, host, started, heartbeat) "
+        "VALUES ('gone', ?, NULL, ?, 0, unixepoch('now'))",
         child.pid,
         host_key(),
     )

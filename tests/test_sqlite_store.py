@@ -278,7 +278,9 @@ def _orphan(path: Path, *, pid: int, host: str, heartbeat: float, token: str) ->
     conn = sqlite3.connect(path, isolation_level=None, timeout=5)
     try:
         conn.execute(
-            "INSERT INTO processes VALUES (?, ?, NULL, ?, ?, ?)", (token, pid, host, 0.0, heartbeat)
+            "INSERT INTO processes (token, pid, pid_start, host, started, heartbeat) "
+            "VALUES (?, ?, NULL, ?, ?, ?)",
+            (token, pid, host, 0.0, heartbeat),
         )
         conn.execute(
             "INSERT INTO jobs (id, task, state, payload, enqueued, owner) "
@@ -586,6 +588,9 @@ def test_a_file_of_the_first_schema_version_opens_and_migrations_run_in_order(
     assert migrate(scratch, str(tmp_path / "scratch.db"), later) == (1, len(later))
     assert migrate(scratch, str(tmp_path / "scratch.db"), later) == (len(later), len(later))
     assert query(tmp_path / "scratch.db", "SELECT id, note FROM jobs") == [("old", None)]
+    # The operator views' index covers the jobs already there.
+    counted = "SELECT state, count(*) FROM jobs INDEXED BY jobs_state_enqueued"
+    assert query(tmp_path / "scratch.db", counted) == [("SUCCESS", 1)]
     scratch.close()
     assert LATEST == len(MIGRATIONS)
 

@@ -138,6 +138,14 @@ class PeriodicInfo:
     is_leader: bool
     #: Why the job no longer runs (its schedule or its timing raised), or ``None``.
     disabled: str | None = None
+    #: Runs skipped because an operator paused the job.
+    skipped_paused: int = 0
+    #: Whether the job is paused (in the store, for every process).
+    paused: bool = False
+    #: ``"machine"`` when last run and leader come from a shared store, else ``"process"``.
+    scope: str = "process"
+    #: The pid of the process that ran the latest slot (with a shared store), if known.
+    leader_pid: int | None = None
 
 
 class PeriodicEntry:
@@ -172,6 +180,7 @@ class PeriodicEntry:
         self.runs = 0
         self.skipped_overlap = 0
         self.skipped_full = 0
+        self.skipped_paused = 0
         self.missed = 0
         #: Why this entry is no longer timed (set by the timer on an error), or ``None``.
         self.disabled: str | None = None
@@ -229,4 +238,5 @@ class PeriodicEntry:
             missed=self.missed,
             is_leader=is_leader,
             disabled=self.disabled,
+            skipped_paused=self.skipped_paused,
         )

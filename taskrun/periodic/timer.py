@@ -308,6 +308,10 @@ class PeriodicTimer:
             )
             self._skipped(entry, "overlap")
             return
+        if self._store.is_paused(name):
+            entry.skipped_paused += 1
+            logger.info("periodic job %s skipped a run: it is paused", name)
+            return
         # Room first, claim second: a slot skipped for a full pool is not
         # recorded as run, so a later leader (or the catch-up) may still run it.
         if not sink.has_room():

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
-from typing import Any, Protocol, TypeAlias
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
+from taskrun.errors import ConfigError
 from taskrun.jobs import Job, JobControl, TaskLike
 
 
@@ -92,6 +94,10 @@ class ResultStore(Protocol):
         """Return the latest slot of ``task_name`` claimed before, if the store remembers."""
         ...
 
+    def is_paused(self, task_name: str) -> bool:
+        """Return whether an operator paused periodic task ``task_name`` (any process)."""
+        ...
+
     def discard(self, job: Job[Any]) -> None:
         """Forget a job just added whose admission was then refused (``QueueFull``)."""
         ...
@@ -129,6 +135,142 @@ class ResultStore(Protocol):
     def __len__(self) -> int:
         """Return how many jobs are kept."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class JobSummary:
+    """One row of a job listing: what a table of jobs shows, without arguments or results."""
+
+    id: str
+    task: str
+    state: str
+    attempts: int
+    enqueued: float
+    started: float | None
+    finished: float | None
+    due: float
+    owner: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    """A page of jobs, newest first, and the cursor of the next (older) page, if any."""
+
+    jobs: list[JobSummary]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessRecord:
+    """A live process that shares the store: who it is and what it is doing."""
+
+    token: str
+    pid: int
+    host: str
+    started: float
+    heartbeat: float
+    running: list[str] = field(default_factory=list)
+    #: Jobs it owns that wait (PENDING, SCHEDULED, RETRY), by state.
+    waiting: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodicState:
+    """What the store remembers of a periodic task: its last slot run, by whom, and paused."""
+
+    name: str
+    last_slot: float | None
+    last_owner: str | None
+    paused: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteCounts:
+    """Jobs finished per state in one minute, and the jobs waiting then, if recorded."""
+
+    minute: int
+    finished: dict[str, int]
+    waiting: int | None
+
+
+@runtime_checkable
+class StoreQueries(Protocol):
+    """What operator views ask a store: listings, counts, processes, periodic state.
+
+    :class:`~taskrun.stores.memory.MemoryStore` answers for this process,
+    the SQLite store for every process sharing its file (``is_shared``).
+    Each call is bounded: listings are paginated and walk an index; counts
+    (in the SQLite store) walk an index, never the rows.
+    """
+
+    @property
+    def is_shared(self) -> bool:
+        """Whether other processes share these jobs (the views are machine-wide)."""
+        ...
+
+    def list_jobs(
+        self,
+        *,
+        state: str | None = None,
+        task: str | None = None,
+        id_prefix: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> JobPage:
+        """Return up to ``limit`` jobs, newest accepted first, filtered by state, task or id.
+
+        :param cursor: ``next_cursor`` of the previous page, to go on from there.
+        :raises ConfigError: for a malformed cursor.
+        """
+        ...
+
+    def count_by_state(self) -> dict[str, int]:
+        """Return how many kept jobs are in each state (every :class:`JobState` value)."""
+        ...
+
+    def processes(self) -> list[ProcessRecord]:
+        """Return the live processes of the store with their heartbeat and running jobs."""
+        ...
+
+    def periodic_state(self) -> dict[str, PeriodicState]:
+        """Return what the store remembers of each periodic task it has seen, by name."""
+        ...
+
+    def set_paused(self, task_name: str, paused: bool) -> None:
+        """Pause or resume periodic task ``task_name`` for whichever process leads."""
+        ...
+
+    def minutes(self, since: float, now: float) -> list[MinuteCounts]:
+        """Return jobs finished per minute (and waiting jobs) from ``since`` to ``now``."""
+        ...
+
+    def job_owner(self, job_id: str) -> str | None:
+        """Return the token of the process that owns (or ran) ``job_id``, if any."""
+        ...
+
+    def purge(self, state: str, older_than: float) -> int:
+        """Delete finished jobs in ``state`` accepted before ``older_than``; return how many."""
+        ...
+
+
+def encode_cursor(job: JobSummary) -> str:
+    """Return the cursor that continues a listing after ``job``: ``"<enqueued>:<id>"``."""
+    return f"{job.enqueued!r}:{job.id}"
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    """Return (enqueued, id) from a cursor made by :func:`encode_cursor`.
+
+    :raises ConfigError: (a ``ValueError``) naming the cursor, if it is not one.
+    """
+    stamp, sep, job_id = cursor.partition(":")
+    try:
+        enqueued = float(stamp)
+    except ValueError:
+        enqueued = None
+    if enqueued is None or not sep or not job_id:
+        raise ConfigError(f"bad page cursor {cursor!r}; use the next_cursor of the previous page")
+    return enqueued, job_id
 
 
 class StoreHost(JobControl, Protocol):

@@ -8,13 +8,24 @@ first out), so memory never grows without bound.
 from __future__ import annotations
 
 import heapq
-from collections import deque
+import os
+import socket
+from collections import Counter, deque
 from collections.abc import Iterator
 from typing import Any
 
 from taskrun.clock import Clock
-from taskrun.jobs import Job
+from taskrun.jobs import Job, JobState
 from taskrun.limits import RateLog
+from taskrun.stores.base import (
+    JobPage,
+    JobSummary,
+    MinuteCounts,
+    PeriodicState,
+    ProcessRecord,
+    decode_cursor,
+    encode_cursor,
+)
 
 
 class MemoryStore:
@@ -42,9 +53,13 @@ class MemoryStore:
         self._unique: dict[tuple[str, str], Job[Any]] = {}
         self._slots: dict[str, int] = {}
         self._rates: dict[str, RateLog] = {}
+        self._paused: set[str] = set()
+        self._opened: float | None = None
 
     def open(self) -> None:
-        """Nothing to prepare in memory."""
+        """Nothing to prepare in memory but the start time it reports."""
+        if self._opened is None:
+            self._opened = self._clock.time()
 
     def close(self) -> None:
         """Nothing to release in memory; kept jobs stay readable."""
@@ -163,3 +178,114 @@ class MemoryStore:
 
     def __len__(self) -> int:
         return len(self._jobs)
+
+    # -- operator views (StoreQueries): this process only ------------------------
+
+    @property
+    def is_shared(self) -> bool:
+        """``False``: the jobs are this process's only."""
+        return False
+
+    def is_paused(self, task_name: str) -> bool:
+        """Return whether periodic task ``task_name`` was paused in this process."""
+        return task_name in self._paused
+
+    def set_paused(self, task_name: str, paused: bool) -> None:
+        """Pause or resume periodic task ``task_name`` in this process."""
+        if paused:
+            self._paused.add(task_name)
+        else:
+            self._paused.discard(task_name)
+
+    def list_jobs(
+        self,
+        *,
+        state: str | None = None,
+        task: str | None = None,
+        id_prefix: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> JobPage:
+        """Return up to ``limit`` kept jobs, newest first (sorts the kept jobs: O(n log n))."""
+        after = decode_cursor(cursor) if cursor else None
+        found = [
+            job
+            for job in self._jobs.values()
+            if (state is None or job.state.value == state)
+            and (task is None or job.name == task)
+            and (id_prefix is None or job.id.startswith(id_prefix))
+            and (after is None or (job._enqueued, job.id) < after)
+        ]
+        found.sort(key=lambda job: (job._enqueued, job.id), reverse=True)
+        page = [summarize(job, None) for job in found[:limit]]
+        more = len(found) > limit
+        return JobPage(page, encode_cursor(page[-1]) if more and page else None)
+
+    def count_by_state(self) -> dict[str, int]:
+        """Return how many kept jobs are in each state (counts the kept jobs: O(n))."""
+        counts = Counter(job.state.value for job in self._jobs.values())
+        return {state.value: counts.get(state.value, 0) for state in JobState}
+
+    def processes(self) -> list[ProcessRecord]:
+        """Return this process, with the jobs it runs now."""
+        now = self._clock.time()
+        running = [job.id for job in self._jobs.values() if job.state is JobState.STARTED]
+        waiting = Counter(job.state.value for job in self._jobs.values() if job.state in _WAITING)
+        return [
+            ProcessRecord(
+                "local",
+                os.getpid(),
+                socket.gethostname(),
+                self._opened or now,
+                now,
+                running,
+                dict(waiting),
+            )
+        ]
+
+    def periodic_state(self) -> dict[str, PeriodicState]:
+        """Return the paused periodic tasks (memory remembers no slots)."""
+        return {name: PeriodicState(name, None, None, True) for name in self._paused}
+
+    def minutes(self, since: float, now: float) -> list[MinuteCounts]:
+        """Return per-minute finish counts of the kept jobs from ``since`` on (O(n))."""
+        buckets: dict[int, Counter[str]] = {}
+        for job in self._jobs.values():
+            runs = job._runs
+            if runs is not None and runs.finished is not None and runs.finished >= since:
+                buckets.setdefault(int(runs.finished // 60), Counter())[job.state.value] += 1
+        return [MinuteCounts(m, dict(c), None) for m, c in sorted(buckets.items())]
+
+    def job_owner(self, job_id: str) -> str | None:
+        """Return ``"local"`` for a kept job: this process ran it."""
+        return "local" if job_id in self._jobs else None
+
+    def purge(self, state: str, older_than: float) -> int:
+        """Forget finished jobs in ``state`` accepted before ``older_than``; return how many."""
+        doomed = [
+            job.id
+            for job in self._jobs.values()
+            if job.state.value == state and job.ready() and job._enqueued < older_than
+        ]
+        for job_id in doomed:
+            del self._jobs[job_id]
+        return len(doomed)
+
+
+_WAITING = frozenset({JobState.PENDING, JobState.SCHEDULED, JobState.RETRY})
+
+
+def summarize(job: Job[Any], owner: str | None) -> JobSummary:
+    """Return the listing row of ``job``."""
+    runs = job._runs
+    return JobSummary(
+        job.id,
+        job.name,
+        job.state.value,
+        job.attempts,
+        job._enqueued,
+        runs.started if runs is not None else None,
+        runs.finished if runs is not None else None,
+        job.due,
+        owner,
+    )

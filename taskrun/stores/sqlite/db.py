@@ -11,6 +11,7 @@ wait (see :func:`is_busy`).
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -92,9 +93,9 @@ def register(conn: sqlite3.Connection, me: ProcessInfo, now: float) -> None:
 
 def _insert_process(conn: sqlite3.Connection, me: ProcessInfo, now: float) -> None:
     conn.execute(
-        "INSERT OR REPLACE INTO processes (token, pid, pid_start, host, started, heartbeat) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        (me.token, me.pid, me.pid_start, me.host, now, now),
+        "INSERT OR REPLACE INTO processes "
+        "(token, pid, pid_start, host, started, heartbeat, hostname) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (me.token, me.pid, me.pid_start, me.host, now, now, socket.gethostname()),
     )
 
 
@@ -307,6 +308,7 @@ def prune(
                 (excess,),
             ).rowcount
         conn.execute("DELETE FROM periodic_slots WHERE claimed < ?", (slots_before,))
+        conn.execute("DELETE FROM job_minutes WHERE minute < ?", (int(slots_before // 60),))
     return count
 
 

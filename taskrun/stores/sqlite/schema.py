@@ -25,7 +25,7 @@ from taskrun.errors import StoreError
 from taskrun.stores.sqlite.db import is_busy, write_transaction
 from taskrun.stores.sqlite.files import create_file, store_path
 
-__all__ = ["LATEST", "MIGRATIONS", "connect", "create_file", "migrate", "store_path"]
+__all__ = ["LATEST", "MIGRATIONS", "Migration", "connect", "create_file", "migrate", "store_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,10 @@ logger = logging.getLogger(__name__)
 #: accepted, which pruning relies on.  Its only secondary indexes are partial
 #: ones that the hot path never touches (a job enters them only when it is
 #: unowned or asked to cancel), so a job costs one insert and one update.
-MIGRATIONS: tuple[str, ...] = (
+#: A migration is a script of statements without ``;`` inside them, or a
+#: tuple of statements (for triggers, whose bodies hold ``;``).
+Migration = str | tuple[str, ...]
+MIGRATIONS: tuple[Migration, ...] = (
     # 1: the first release.
     """
     CREATE TABLE jobs (
@@ -95,6 +98,25 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX rate_starts_task ON rate_starts (task, started);
     """,
+    # 3: operator views.  Listings newest first by state, by task or all,
+    # and counts per state, walk the indexes (an index costs the writer about
+    # a microsecond a job; triggers keeping counts cost several, so there are
+    # none); outcomes per minute are recorded once a minute by a live process
+    # (a range of the finished index), with the queue depth then; the host
+    # name of each process; periodic tasks' paused flags.
+    (
+        "CREATE INDEX jobs_state_enqueued ON jobs (state, enqueued)",
+        "CREATE INDEX jobs_task_enqueued ON jobs (task, enqueued)",
+        "CREATE INDEX jobs_enqueued ON jobs (enqueued)",
+        "CREATE INDEX jobs_finished ON jobs (finished, state) WHERE finished IS NOT NULL",
+        "ALTER TABLE processes ADD COLUMN hostname TEXT",
+        "CREATE TABLE periodic (name TEXT PRIMARY KEY, paused INTEGER NOT NULL DEFAULT 0, "
+        "changed REAL NOT NULL) WITHOUT ROWID",
+        # kind: a final state (jobs that reached it that minute) or 'waiting'
+        # (PENDING, SCHEDULED and RETRY jobs when the minute was recorded).
+        "CREATE TABLE job_minutes (minute INTEGER NOT NULL, kind TEXT NOT NULL, "
+        "n INTEGER NOT NULL, PRIMARY KEY (minute, kind)) WITHOUT ROWID",
+    ),
 )
 
 #: The schema version this taskrun writes.
@@ -177,7 +199,7 @@ def _open_error(path: str, error: sqlite3.DatabaseError) -> StoreError:
 
 
 def migrate(
-    conn: sqlite3.Connection, path: str, migrations: Sequence[str] = MIGRATIONS
+    conn: sqlite3.Connection, path: str, migrations: Sequence[Migration] = MIGRATIONS
 ) -> tuple[int, int]:
     """Bring the file to the newest schema version, in one write transaction.
 
@@ -199,7 +221,9 @@ def migrate(
             found = _version(conn)
             _check_version(conn, path, found, latest)
             for version in range(found, latest):
-                for statement in _statements(migrations[version]):
+                script = migrations[version]
+                statements = list(script) if isinstance(script, tuple) else _statements(script)
+                for statement in statements:
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version={latest:d}")
     except sqlite3.OperationalError as error:

@@ -91,9 +91,11 @@ from taskrun.stores.sqlite.files import create_file, store_path
 from taskrun.stores.sqlite.leases import Leases
 from taskrun.stores.sqlite.limits import SharedLimits
 from taskrun.stores.sqlite.procs import this_process
+from taskrun.stores.sqlite.queries import record_minute
 from taskrun.stores.sqlite.remote import RemoteJobs
 from taskrun.stores.sqlite.schema import connect, migrate
 from taskrun.stores.sqlite.sql import BUSY_LIMIT, SqlRunner
+from taskrun.stores.sqlite.views import SqliteViews
 from taskrun.stores.sqlite.writer import COMMIT_WAIT, BatchWriter
 from taskrun.validation import seconds
 
@@ -102,7 +104,7 @@ __all__ = ["SqliteStore", "StoreHost", "store_path"]
 logger = logging.getLogger(__name__)
 
 
-class SqliteStore:
+class SqliteStore(SqliteViews):
     """Jobs in a shared SQLite file: durable, visible to every process, slots claimed once.
 
     Made by ``TaskRunner(store=...)``; its methods are called from the
@@ -156,6 +158,7 @@ class SqliteStore:
         self._writer: BatchWriter | None = None
         self._leases: Leases | None = None
         self._token = ""
+        self._recorded_minute = 0
         self._remote = RemoteJobs(self.path, clock, lambda: self._sql, self._task)
         self._limits = SharedLimits(
             self.path, lambda: self._sql, lambda: self._writer, lambda: self._token, self._local
@@ -430,6 +433,9 @@ class SqliteStore:
         """Return how many jobs this process keeps."""
         return len(self._local)
 
+    def _views_sql(self) -> SqlRunner | None:
+        return self._sql
+
     def _task(self, name: str) -> TaskLike | None:
         return self._host.tasks.get(name) if self._host is not None else None
 
@@ -437,3 +443,15 @@ class SqliteStore:
         if self._leases is not None:
             now = self._clock.time()
             self._leases.maintain(self._host, now - self._ttl, self._max, now)
+        self._record_minute()
+
+    def _record_minute(self) -> None:
+        """Once a minute, record the last whole minute's outcomes for the dashboard's charts."""
+        minute = int(time.time() // 60) - 1
+        if minute <= self._recorded_minute or self._sql is None:
+            return
+        self._recorded_minute = minute
+        try:
+            self._sql(record_minute, minute)
+        except (sqlite3.Error, StoreError) as error:
+            logger.error("taskrun store %s: cannot record minute %d: %s", self.path, minute, error)
