@@ -38,7 +38,14 @@ METRICS = "TASKRUN_METRICS"
 METRICS_URL = "TASKRUN_METRICS_URL"
 DEFAULT_METRICS_URL = "/taskrun/metrics"
 METRICS_PUBLIC = "TASKRUN_METRICS_PUBLIC"
-CONFIG_KEYS = frozenset([*RUNNER_OPTIONS, STATUS_URL_PREFIX, METRICS, METRICS_URL, METRICS_PUBLIC])
+#: The keys that turn the dashboard on (a bool) and say where it lives.
+DASHBOARD = "TASKRUN_DASHBOARD"
+DASHBOARD_URL_PREFIX = "TASKRUN_DASHBOARD_URL_PREFIX"
+DEFAULT_DASHBOARD_URL_PREFIX = "/taskrun/dashboard"
+CONFIG_KEYS = frozenset(
+    [*RUNNER_OPTIONS, STATUS_URL_PREFIX, METRICS, METRICS_URL, METRICS_PUBLIC]
+    + [DASHBOARD, DASHBOARD_URL_PREFIX]
+)
 
 
 def init_app(runner: TaskRunner, app: Flask) -> None:
@@ -54,10 +61,13 @@ def init_app(runner: TaskRunner, app: Flask) -> None:
     (default ``/taskrun/jobs``), and ``TASKRUN_METRICS`` (a bool: serve
     Prometheus metrics, see :mod:`taskrun.flask.metrics`) with
     ``TASKRUN_METRICS_URL`` (default ``/taskrun/metrics``) and
-    ``TASKRUN_METRICS_PUBLIC``.  Then puts the runner in
+    ``TASKRUN_METRICS_PUBLIC``, ``TASKRUN_DASHBOARD`` (a bool: serve the
+    operator dashboard, see :mod:`taskrun.flask.dashboard`) with
+    ``TASKRUN_DASHBOARD_URL_PREFIX`` (default ``/taskrun/dashboard``).  Then puts the runner in
     ``app.extensions["taskrun"]``, makes every job run inside
     ``app.app_context()``, registers the ``taskrun`` blueprint with the
-    status endpoint (and the metrics one, if on) and gives the runner the
+    status endpoint (and the metrics and dashboard ones, if on), adds the
+    ``flask taskrun`` commands (:mod:`taskrun.flask.cli`) and gives the runner the
     app's ``root_path`` (part of its default leader lock name).
 
     Has no other side effect: no greenlet, thread, file or socket exists
@@ -84,6 +94,7 @@ def init_app(runner: TaskRunner, app: Flask) -> None:
             f"{app.name!r} only after runner.stop(), or give each app its own TaskRunner"
         )
     options, prefix = read_config(app.config)
+    dashboard = read_dashboard_config(app.config)
     for key, value in options.items():
         try:
             runner.configure(**{RUNNER_OPTIONS[key]: value})
@@ -96,6 +107,10 @@ def init_app(runner: TaskRunner, app: Flask) -> None:
             from taskrun.flask.metrics import metrics_blueprint  # prometheus_client: only if on
 
             app.register_blueprint(metrics_blueprint(runner, *metrics))
+        if dashboard is not None:
+            from taskrun.flask.dashboard import dashboard_blueprint
+
+            app.register_blueprint(dashboard_blueprint(dashboard))
     app.extensions["taskrun"] = runner
     runner.set_job_context(app.app_context)
     # Two checkouts of one app on a machine must not share one leader lock.
@@ -151,6 +166,26 @@ def _metrics_config(config: Mapping[str, Any]) -> tuple[str, bool] | None:
             "install it with: pip install 'taskrun[metrics]'"
         )
     return url, bool(config.get(METRICS_PUBLIC, False))
+
+
+def read_dashboard_config(config: Mapping[str, Any]) -> str | None:
+    """Return the dashboard's URL prefix if ``TASKRUN_DASHBOARD`` is on, else ``None``.
+
+    :raises ConfigError: for a non-bool ``TASKRUN_DASHBOARD`` or a bad prefix.
+    """
+    enabled = config.get(DASHBOARD, False)
+    if not isinstance(enabled, bool):
+        raise ConfigError(
+            f"app.config[{DASHBOARD!r}] must be True or False, got {enabled!r}; "
+            "with from_prefixed_env() write FLASK_TASKRUN_DASHBOARD=true"
+        )
+    prefix = config.get(DASHBOARD_URL_PREFIX, DEFAULT_DASHBOARD_URL_PREFIX)
+    if not isinstance(prefix, str) or not prefix.startswith("/") or prefix.rstrip("/") == "":
+        raise ConfigError(
+            f"app.config[{DASHBOARD_URL_PREFIX!r}] must be a URL path below the root, got "
+            f"{prefix!r}; e.g. {DEFAULT_DASHBOARD_URL_PREFIX!r}"
+        )
+    return prefix.rstrip("/") if enabled else None
 
 
 def attached_app(runner: TaskRunner) -> Flask | None:
