@@ -111,6 +111,9 @@ def init_app(runner: TaskRunner, app: Flask) -> None:
             from taskrun.flask.dashboard import dashboard_blueprint
 
             app.register_blueprint(dashboard_blueprint(dashboard))
+        from taskrun.flask.cli import taskrun_command
+
+        app.cli.add_command(taskrun_command)
     app.extensions["taskrun"] = runner
     runner.set_job_context(app.app_context)
     # Two checkouts of one app on a machine must not share one leader lock.
