@@ -23,10 +23,8 @@ Example::
 from __future__ import annotations
 
 import json
-import re
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
 from flask import current_app
@@ -37,15 +35,15 @@ from taskrun.jobs import FINISHED, Job, JobState
 from taskrun.machine import leader_pid, machine_stats
 from taskrun.periodic.policy import PeriodicEntry, first_slot
 
-from .dashboard.words import schedule_words, short_repr, timestamp, zone_of
+from .cli_format import emit, job_data, json_option, parse_duration, table, vars_of
+from .dashboard.words import schedule_words, timestamp, zone_of
 
 if TYPE_CHECKING:
     from taskrun.runner import TaskRunner
     from taskrun.stores.sqlite.client import StoreClient
 
-__all__ = ["open_store", "parse_duration", "taskrun_command"]
+__all__ = ["open_store", "taskrun_command"]
 
-F = TypeVar("F", bound=Callable[..., Any])
 
 taskrun_command = AppGroup("taskrun", help="Look at and act on taskrun's jobs (shared store).")
 
@@ -81,55 +79,6 @@ def open_store(runner: TaskRunner) -> StoreClient:
         raise click.ClickException(str(error)) from error
 
 
-def parse_duration(text: str) -> float:
-    """Return seconds from ``90``, ``90s``, ``30m``, ``12h`` or ``7d``.
-
-    :raises click.BadParameter: for anything else.
-    """
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
-    if match is None:
-        raise click.BadParameter(f"{text!r} is not a duration; use e.g. 90s, 30m, 12h or 7d")
-    unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
-    return float(match[1]) * unit
-
-
-def _json_option(fn: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(fn)
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[str(c) for c in headers], *[[str(c) for c in row] for row in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _emit(data: Any, as_json: bool, human: Callable[[], str]) -> None:
-    click.echo(json.dumps(data, indent=2, default=str) if as_json else human())
-
-
-def _job_data(job: Job[Any]) -> dict[str, Any]:
-    runs = job._runs
-    return {
-        "id": job.id,
-        "task": job.name,
-        "state": job.state.value,
-        "args": short_repr(job.args),
-        "kwargs": short_repr(job.kwargs or {}),
-        "attempts": job.attempts,
-        "enqueued": job._enqueued,
-        "started": runs.started if runs else None,
-        "finished": runs.finished if runs else None,
-        "due": job.due or None,
-        "result": short_repr(job.result) if job.result is not None else None,
-        "traceback": job.traceback,
-        "meta": getattr(job, "meta", None),
-    }
-
-
 def _lookup(client: StoreClient, job_id: str) -> Job[Any]:
     job = client.get(job_id)
     if job is None:
@@ -149,7 +98,7 @@ def _entry(runner: TaskRunner, name: str) -> PeriodicEntry:
 @click.option("--state", type=click.Choice([s.value for s in JobState], case_sensitive=False))
 @click.option("--task", help="Only jobs of this task.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
-@_json_option
+@json_option
 def jobs_command(state: str | None, task: str | None, limit: int, as_json: bool) -> None:
     """List jobs, newest first."""
     with open_store(_runner()) as client:
@@ -159,28 +108,23 @@ def jobs_command(state: str | None, task: str | None, limit: int, as_json: bool)
         for j in page.jobs
     ]
     headers = ("ID", "TASK", "STATE", "ATTEMPTS", "ENQUEUED", "FINISHED")
-    _emit([vars_of(j) for j in page.jobs], as_json, lambda: _table(headers, rows))
-
-
-def vars_of(obj: Any) -> dict[str, Any]:
-    """Return a slotted dataclass's fields as a dict."""
-    return {name: getattr(obj, name) for name in obj.__slots__}
+    emit([vars_of(j) for j in page.jobs], as_json, lambda: table(headers, rows))
 
 
 @taskrun_command.command("show")
 @click.argument("job_id")
-@_json_option
+@json_option
 def show_command(job_id: str, as_json: bool) -> None:
     """Show one job: state, arguments, times, result or traceback."""
     with open_store(_runner()) as client:
-        data = _job_data(_lookup(client, job_id))
+        data = job_data(_lookup(client, job_id))
 
     def human() -> str:
         keys = [k for k in data if k != "traceback" and data[k] is not None]
-        text = _table(("FIELD", "VALUE"), [(k, _shown(k, data[k])) for k in keys])
+        text = table(("FIELD", "VALUE"), [(k, _shown(k, data[k])) for k in keys])
         return text + (f"\n\n{data['traceback']}" if data["traceback"] else "")
 
-    _emit(data, as_json, human)
+    emit(data, as_json, human)
 
 
 def _shown(key: str, value: Any) -> str:
@@ -240,7 +184,7 @@ def enqueue_command(task: str, args_json: str, kwargs_json: str, countdown: floa
 
 
 @taskrun_command.command("periodic")
-@_json_option
+@json_option
 def periodic_command(as_json: bool) -> None:
     """List the periodic jobs: schedule, zone, last and next run, paused, leader."""
     runner = _runner()
@@ -276,7 +220,7 @@ def periodic_command(as_json: bool) -> None:
         )
         for d in data
     ]
-    _emit(data, as_json, lambda: _table(headers, rows) + f"\nleader: pid {leader or 'unknown'}")
+    emit(data, as_json, lambda: table(headers, rows) + f"\nleader: pid {leader or 'unknown'}")
 
 
 def _pause(name: str, paused: bool) -> None:
@@ -312,15 +256,15 @@ def trigger_command(name: str) -> None:
 
 
 @taskrun_command.command("stats")
-@_json_option
+@json_option
 def stats_command(as_json: bool) -> None:
     """Show jobs per state, the processes sharing the store and their work, the leader."""
     with open_store(_runner()) as client:
         stats = machine_stats({}, client, False, time.time())
 
     def human() -> str:
-        states = _table(("STATE", "JOBS"), list(stats["states"].items()))
-        procs = _table(
+        states = table(("STATE", "JOBS"), list(stats["states"].items()))
+        procs = table(
             ("PID", "HOST", "HEARTBEAT", "RUNNING", "BACKLOG", "SCHEDULED"),
             [
                 (
@@ -336,7 +280,7 @@ def stats_command(as_json: bool) -> None:
         )
         return f"{states}\n\n{procs}\n\nleader: pid {stats['leader'] or 'unknown'}"
 
-    _emit(stats, as_json, human)
+    emit(stats, as_json, human)
 
 
 @taskrun_command.command("purge")
