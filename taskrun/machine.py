@@ -1,7 +1,7 @@
 """What ``runner.stats()`` and ``runner.periodic_jobs()`` say: this process's or the machine's.
 
 With a shared store (``is_shared``) the views cover every process on the
-file: jobs per state from the store's kept counts (no scan of the jobs),
+file: jobs per state counted on the store's state index (no row read),
 each process's running and waiting jobs, which process leads the periodic
 jobs, and each periodic job's last run and paused flag from the store.
 Otherwise they describe this process.  Each view says which with

@@ -1,7 +1,7 @@
 """What each dashboard page shows, gathered from the runner and its store's operator views.
 
 One function per page; each returns plain data for its template and asks
-the store bounded questions only (kept counts, one page of a listing, one
+the store bounded questions only (counts on an index, one page of a listing, one
 job by id), so a page renders in milliseconds with 100,000 jobs kept.
 """
 
