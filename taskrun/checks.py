@@ -10,7 +10,8 @@ each problem as a warning; none of them raises, patches or changes state.
 * several worker processes keep their jobs in memory each: a job's status
   polled through another worker is not found.
 * the runner starts in the Werkzeug reloader's watcher process (``flask run
-  --debug``), which serves nothing: its periodic jobs would run twice.
+  --debug``), which serves nothing: its periodic jobs would run twice
+  (``TaskRunner.start()`` then starts nothing there and refuses jobs).
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ from gevent.event import Event
 from gevent.greenlet import Greenlet
 from gevent.hub import Waiter, get_hub
 
-from taskrun import signals
+from taskrun import lifecycle, signals
 from taskrun.admission import Admission
 from taskrun.clock import Clock
 from taskrun.errors import JobCancelled, QueueFull, TaskrunError
@@ -131,6 +131,15 @@ class Dispatcher:
         self.failed = 0
         #: What the job signals name as their sender: the runner, which sets it.
         self.sender: object = self
+
+    @property
+    def threads(self) -> int:
+        """The size of the pool of threads for ``executor="thread"`` jobs (set before start)."""
+        return self._executor.threads
+
+    @threads.setter
+    def threads(self, value: int) -> None:
+        self._executor.threads = value
 
     # -- admission ---------------------------------------------------------
 
@@ -315,6 +324,9 @@ class Dispatcher:
             self._running[job] = worker
         if job_started.receivers:
             signals.send(job_started, self.sender, job=job)
+        log_info = lifecycle.info_enabled()  # once per run: cheap with INFO off
+        if log_info:
+            lifecycle.started(job)
         try:
             value = self._executor.call(job, self.context)
         except _Cancelled:
@@ -331,6 +343,8 @@ class Dispatcher:
             self._failed(job, error)
         else:
             self._record(job, JobState.SUCCESS, value)
+            if log_info:
+                lifecycle.succeeded(job, self._clock.time() - start)
         finally:
             self._running.pop(job, None)
             if self._undying:
@@ -392,19 +406,12 @@ class Dispatcher:
                 self._retry(job, error, delay)
                 return
         error = final_error(error)
-        logger.error("job %s (%s) failed", job.id, job.name, exc_info=error)
+        lifecycle.failed(job, error)
         self.failed += 1
         self._record(job, JobState.FAILURE, error)
 
     def _retry(self, job: Job[Any], error: BaseException, delay: float) -> None:
-        logger.warning(
-            "job %s (%s) failed on attempt %d (%r); retrying in %.2f s",
-            job.id,
-            job.name,
-            job.attempts,
-            error,
-            delay,
-        )
+        lifecycle.retrying(job, error, delay)
         job.state = JobState.RETRY
         job._run_record().value = error
         job.due = self._clock.time() + delay

@@ -49,6 +49,15 @@ class JobExecutor:
         # threads write it (dict set and pop are atomic under the GIL).
         self._in_threads: dict[object, Job[Any]] = {}
 
+    @property
+    def threads(self) -> int:
+        """The size of the thread pool; set before the first thread job, which makes the pool."""
+        return self._threads_size
+
+    @threads.setter
+    def threads(self, value: int) -> None:
+        self._threads_size = value
+
     def call(self, job: Job[Any], context: ContextFactory) -> Any:
         """Run ``job``'s body inside ``context()`` and return its value.
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import binascii
 import os
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Generic, Protocol, TypeVar
 
+from gevent._hub_local import get_hub_if_exists
 from gevent.event import Event
 
 from taskrun.errors import JobCancelled, JobLost, JobNotFinished, WaitTimeout
@@ -113,6 +115,7 @@ class _Runs:
         "value",
         "traceback",
         "done",
+        "thread_done",
         "poll",
         "control",
         "due_at",
@@ -130,6 +133,8 @@ class _Runs:
         self.value: Any = None
         self.traceback: str | None = None
         self.done: Event | None = None
+        #: Set when the job finishes, for waiters on threads without a hub (see Job.get).
+        self.thread_done: threading.Event | None = None
         #: Set on a job owned by another process: waits by polling a shared store.
         self.poll: Callable[[Job[Any], float | None], None] | None = None
         #: Who cancels the job when that is not its task's runner (e.g. a shared store).
@@ -347,7 +352,9 @@ class Job(Generic[R]):
     def get(self, timeout: float | timedelta | None = None) -> R:
         """Wait for the job to finish and return its value.
 
-        Blocks the calling greenlet only.
+        Blocks the calling greenlet only; on a thread with no gevent hub
+        (a request thread of ``flask run``, while the runner lives on its own
+        thread) it blocks that thread, on a :class:`threading.Event`.
 
         :param timeout: seconds (or a ``timedelta``) to wait; ``None`` waits
             as long as it takes.
@@ -363,6 +370,8 @@ class Job(Generic[R]):
             runs = self._run_record()
             if runs.poll is not None:
                 runs.poll(self, timeout)  # owned by another process: poll the shared store
+            elif get_hub_if_exists() is None:
+                _wait_in_thread(self, runs, timeout)
             else:
                 if runs.done is None:
                     runs.done = Event()
@@ -426,3 +435,19 @@ class Job(Generic[R]):
         runs.finished = now
         if runs.done is not None:
             runs.done.set()
+        if runs.thread_done is not None:
+            runs.thread_done.set()
+
+
+_thread_wait_lock = threading.Lock()
+
+
+def _wait_in_thread(job: Job[Any], runs: _Runs, timeout: float | None) -> None:
+    """Wait on a thread without a hub for ``job``, finished by the runner's own thread."""
+    with _thread_wait_lock:
+        if runs.thread_done is None:
+            runs.thread_done = threading.Event()
+    # The runner sets the state before it looks for thread_done: checked after
+    # publishing the event, a finish cannot slip between the check and the wait.
+    if not job.ready():
+        runs.thread_done.wait(timeout)

@@ -17,13 +17,14 @@ before which a durable store is not open.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain
 from typing import Any
 
-from taskrun import signals
+from taskrun import lifecycle, signals
 from taskrun.clock import Clock
 from taskrun.dispatcher import Dispatcher
 from taskrun.errors import QueueFull
@@ -34,6 +35,8 @@ from taskrun.stores.base import ResultStore
 from taskrun.stores.memory import MemoryStore
 
 job_enqueued = signals.job_enqueued
+_job_log = lifecycle.logger
+_INFO = logging.INFO
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,8 @@ class JobRouter:
         self._dispatcher = dispatcher
         self._scheduler = scheduler
         self._clock = clock
+        #: Stamps new and cancelled jobs.
+        self.clock = clock
         #: The jobs run in eager mode, bounded like the store's results.
         self.eager_jobs = MemoryStore(clock, settings.result_ttl, settings.max_results)
         #: How many jobs :meth:`submit` accepted.
@@ -89,6 +94,9 @@ class JobRouter:
         self.store = store
         self._dispatcher.concurrency = settings.concurrency
         self._dispatcher.max_pending = settings.max_pending
+        self._dispatcher.threads = settings.thread_count
+        if len(self.eager_jobs) == 0:  # the bounds of eager results follow the settings
+            self.eager_jobs = MemoryStore(self._clock, settings.result_ttl, settings.max_results)
         # The pool records each run in the store that holds the job.
         self._dispatcher.store = self.eager_jobs if settings.eager else store
         self._scheduler.store = store
@@ -117,6 +125,45 @@ class JobRouter:
             job, if not started, never runs.
         :raises QueueFull: if the backlog, or the set of scheduled jobs, is full.
         """
+        if (
+            eta is None
+            and countdown <= 0
+            and unique_key is None
+            and expires is None
+            and not self.settings.eager
+        ):
+            # The common case, kept short: a job due now, to the pool.
+            # No control: a job of a runner's task is cancelled through its task's runner.
+            job: Job[Any] = Job(task, args, kwargs, None, enqueued=self._clock.time())
+            self.store.add(job)  # first: arguments a durable store cannot keep fail here
+            try:
+                self._dispatcher.submit(job)
+            except QueueFull:
+                self.store.discard(job)
+                raise
+            self.submitted += 1
+            if job_enqueued.receivers:  # a local name: the one check costs a few ns
+                signals.send(job_enqueued, self.sender, job=job)
+            if _job_log.isEnabledFor(_INFO):
+                lifecycle.accepted(job)
+            return job
+        job = self.new_job(task, args, kwargs, countdown, eta, unique_key, expires)
+        return self.admit(job)
+
+    def new_job(
+        self,
+        task: TaskLike,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None,
+        countdown: float = 0.0,
+        eta: float | None = None,
+        unique_key: str | None = None,
+        expires: float | datetime | None = None,
+    ) -> Job[Any]:
+        """Make a job of ``task`` (PENDING, or SCHEDULED with ``due`` set) without admitting it.
+
+        Touches nothing shared: any thread may call it (see :meth:`admit`).
+        """
         now = self._clock.time()
         # No control: a job of a runner's task is cancelled through its task's runner.
         job: Job[Any] = Job(task, args, kwargs, None, enqueued=now)
@@ -128,6 +175,20 @@ class JobRouter:
             elif expires is not None:
                 runs.expires = now + expires
         due = eta if eta is not None else now + countdown
+        if due > now and not self.settings.eager:
+            job.state = JobState.SCHEDULED
+            job.due = due
+        return job
+
+    def admit(self, job: Job[Any]) -> Job[Any]:
+        """Run a job made by :meth:`new_job` inline (eager), or give it to the pool or the timer.
+
+        Only the hub's thread calls it.
+
+        :returns: ``job``, or the unfinished job that already holds its ``unique_key``.
+        :raises QueueFull: if the backlog, or the set of scheduled jobs, is full.
+        """
+        unique_key = job.unique_key
         if self.settings.eager:
             if unique_key is not None:
                 held = self.eager_jobs.add_unique(job)
@@ -138,7 +199,7 @@ class JobRouter:
             self._run_inline(job)
             self.submitted += 1
             return job
-        if due <= now:
+        if job.state is not JobState.SCHEDULED:
             # First: arguments a durable store cannot keep fail here.
             if unique_key is not None:
                 held = self.store.add_unique(job)
@@ -155,12 +216,10 @@ class JobRouter:
             max_scheduled = self.settings.max_scheduled
             if len(self._scheduler) >= max_scheduled:
                 raise QueueFull(
-                    f"cannot schedule job {job.id} ({task.name}): {len(self._scheduler)} jobs "
+                    f"cannot schedule job {job.id} ({job.name}): {len(self._scheduler)} jobs "
                     f"already wait for their time (max_scheduled={max_scheduled}); "
                     "raise max_scheduled or schedule fewer jobs"
                 )
-            job.state = JobState.SCHEDULED
-            job.due = due
             if unique_key is not None:
                 held = self.store.add_unique(job)
                 if held is not job:
@@ -168,10 +227,15 @@ class JobRouter:
             else:
                 self.store.add(job)
             self._scheduler.add(job)
+        self._accepted(job)
+        return job
+
+    def _accepted(self, job: Job[Any]) -> None:
         self.submitted += 1
         if job_enqueued.receivers:  # a local name: the one check costs a few ns
             signals.send(job_enqueued, self.sender, job=job)
-        return job
+        if _job_log.isEnabledFor(_INFO):
+            lifecycle.accepted(job)
 
     def is_idle(self) -> bool:
         """Return whether no job is running, waiting for a worker, or due now on the timer."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -30,22 +31,20 @@ from types import TracebackType
 from typing import Any
 
 import gevent
+from gevent import monkey
+from gevent._hub_local import get_hub_if_exists
 
-from taskrun import signals
-from taskrun.checks import warn_about_patching
+from taskrun import signals, startup
+from taskrun.checks import late_ssl_problem, reloader_parent_problem
 from taskrun.clock import Clock, SystemClock
 from taskrun.dispatcher import Dispatcher
 from taskrun.errors import ConfigError, RunnerNotRunning
 from taskrun.jobs import Job, JobState
 from taskrun.machine import machine_periodic, machine_stats
+from taskrun.modes import Mode, ThreadedMode
 from taskrun.monitor import LoopMonitor
 from taskrun.periodic.leader import LeaderLock
-from taskrun.periodic.lock_paths import (
-    LockPathOption,
-    check_lock_name,
-    leader_lock_path,
-    lock_scope,
-)
+from taskrun.periodic.lock_paths import LockPathOption, leader_lock_path, lock_scope
 from taskrun.periodic.policy import PeriodicInfo
 from taskrun.registry import TaskRegistry
 from taskrun.routing import JobRouter
@@ -96,7 +95,7 @@ class TaskRunner(TaskRegistry):
         filesystem.  ``None`` disables leader election: every process then
         runs the periodic jobs.
     :param store: where jobs are kept: ``None`` or ``"memory"`` (this
-        process only), or a shared SQLite file, ``"sqlite:///var/lib/app/taskrun.db"``
+        process only), or a shared SQLite file, ``"sqlite:////var/lib/app/taskrun.db"``
         or a plain path, so that jobs survive crashes and deploys and every
         worker process sees every job (see :mod:`taskrun.stores.sqlite.store`); or a
         :class:`~taskrun.stores.base.ResultStore` object.
@@ -139,12 +138,13 @@ class TaskRunner(TaskRegistry):
             max_results=max_results,
             threads=threads,
             eager=eager,
+            name=name,
+            lock_path=lock_path,
             store=store,
             max_arg_bytes=max_arg_bytes,
             blocking_warning=blocking_warning,
         )
         self.clock: Clock = clock or SystemClock()
-        self.name = name
         #: The app's directory (``app.root_path``, set by ``init_app``): part of the
         #: default leader lock name, so two deployments of one app lead apart.
         self.root_path: str | None = None
@@ -163,14 +163,20 @@ class TaskRunner(TaskRegistry):
         self._dispatcher.sender = self._router.sender = self
         self._serving = False
         self._monitor: LoopMonitor | None = None
-        # The default path is resolved in start(), once the periodic tasks are
-        # declared, and the lock is opened there, after fork.  A bad name fails here.
-        check_lock_name(name, lock_path)
-        self._lock_path = lock_path
+        # The default lock path is resolved in start(), once the periodic tasks
+        # are declared, and the lock is opened there, after fork.
         self._leader: LeaderLock | None = None
         self._dashboard_auth: Callable[[Any], bool] | None = None
         self._accepting = False
         self._stopped = False
+        #: Where the runner answers from when not the caller's hub (see taskrun.modes).
+        self._mode: Mode | None = None
+        self._start_lock = threading.RLock()
+        #: Why this process must run no job (a reloader's watcher, a forked child).
+        self._inert: str | None = None
+        #: Set by integrations (the Flask extension): start at first use.
+        self.autostart: Callable[[], None] | None = None
+        startup.guard_fork(self)
         if app is not None:
             self.init_app(app)
 
@@ -180,6 +186,15 @@ class TaskRunner(TaskRegistry):
     def store(self) -> ResultStore:
         """Where jobs are kept (eager jobs excepted); change it with :meth:`configure`."""
         return self._router.store
+
+    @property
+    def name(self) -> str | None:
+        """The app's name for the leader lock; set it before :meth:`start`."""
+        return self._router.settings.name
+
+    @property
+    def _lock_path(self) -> LockPathOption:
+        return self._router.settings.lock_path
 
     @property
     def eager(self) -> bool:
@@ -202,8 +217,9 @@ class TaskRunner(TaskRegistry):
     def configure(self, **options: Any) -> None:
         """Change options before :meth:`start` (used by integrations' config).
 
-        Accepts ``concurrency``, ``max_pending``, ``max_scheduled``, ``eager``,
-        ``store``, ``max_arg_bytes`` and ``blocking_warning``.
+        Accepts every ``TaskRunner(...)`` option but ``clock`` (see
+        :data:`taskrun.settings.CONFIGURABLE`); all or nothing: one bad
+        option changes none.
 
         :raises ConfigError: if the runner is running, or for an unknown or
             out-of-range option.
@@ -214,7 +230,7 @@ class TaskRunner(TaskRegistry):
                 "call configure() before start(), or stop() first"
             )
         settings = self._router.settings.configured(**options)
-        remake = "store" in options or "max_arg_bytes" in options
+        remake = {"store", "result_ttl", "max_results", "max_arg_bytes"}.intersection(options)
         store = self._make_store(settings) if remake else self.store
         self._router.use(settings, store)
 
@@ -320,8 +336,8 @@ class TaskRunner(TaskRegistry):
         """Whether the runner accepts jobs."""
         return self._accepting
 
-    def start(self) -> TaskRunner:
-        """Open the store, start the timer greenlet and begin accepting jobs; idempotent.
+    def start(self, *, run_jobs: bool = True) -> TaskRunner:
+        """Open the store, start the timer and the workers and begin accepting jobs; idempotent.
 
         Call it in the process that serves requests (after any fork).  All
         or nothing: a leader lock file that cannot be used fails before the
@@ -331,17 +347,48 @@ class TaskRunner(TaskRegistry):
         process unregistered from it) and the original error raised; fix
         the cause and call it again.
 
+        In a process that gevent has not patched (``flask run``,
+        ``app.run()``, waitress, gunicorn ``-k gthread``) the runner lives on
+        a thread and hub of its own (:mod:`taskrun.modes`), which any thread
+        may submit to.  In the Werkzeug reloader's watcher process (``flask
+        run --reload``) it starts nothing, logs why, and refuses jobs.
+
+        :param run_jobs: ``False`` opens the shared store only to submit and
+            look up jobs, for a shell, a cron script or a management command:
+            no worker, timer, leader lock or process row; the jobs run in the
+            serving processes.
         :returns: the runner, for chaining.
-        :raises ConfigError: for a bad leader lock path.
+        :raises ConfigError: for a bad leader lock path, or ``run_jobs=False``
+            without a shared store.
         :raises StoreError: if the store cannot be opened or read.
         """
-        if self._accepting:
-            return self
-        if not self.eager:
-            warn_about_patching()
-            if self._lock_path is not None and self._periodic and self._leader is None:
-                # Before the store opens: a lock that cannot be used leaves nothing open.
-                self._leader = LeaderLock(self._default_leader_path(self._lock_path))
+        with self._start_lock:
+            if self._accepting:
+                return self
+            if not run_jobs:
+                self._mode = startup.submit_only(self)
+                self._accepting = True
+                return self
+            if not self.eager:
+                problem = reloader_parent_problem()
+                if problem is not None:
+                    self._inert = problem
+                    logger.warning("%s; taskrun starts nothing here", problem)
+                    return self
+                if (late := late_ssl_problem()) is not None:
+                    logger.warning("%s", late)
+                if not monkey.is_module_patched("socket"):
+                    startup.threaded(self, self._start_here)
+                    return self
+            self._start_here()
+        return self
+
+    def _start_here(self) -> None:
+        """Start the parts on the calling thread's hub (see :meth:`start`)."""
+        lock_path = self._lock_path
+        if not self.eager and lock_path is not None and self._periodic and self._leader is None:
+            # Before the store opens: a lock that cannot be used leaves nothing open.
+            self._leader = LeaderLock(self._default_leader_path(lock_path))
         self.store.open()
         try:
             self._dispatcher.open()
@@ -352,10 +399,15 @@ class TaskRunner(TaskRegistry):
             self._undo_start()
             raise
         self._accepting = True
+        self._stopped = False
         logger.info("taskrun started: concurrency=%d", self._dispatcher.concurrency)
         if signals.runner_started.receivers:
             signals.send(signals.runner_started, self)
-        return self
+
+    @property
+    def runs_jobs(self) -> bool:
+        """Whether this process runs jobs (``False`` after ``start(run_jobs=False)``)."""
+        return self._accepting and not startup.is_submit_only(self._mode)
 
     def _default_leader_path(
         self, lock_path: str | os.PathLike[str] | Default
@@ -410,6 +462,16 @@ class TaskRunner(TaskRegistry):
         timeout = None if timeout is None else seconds("timeout", timeout)
         if not self._accepting:
             return
+        mode = self._mode
+        if mode is not None:
+            try:
+                startup.stop_mode(self, mode, self._stop_here, timeout)
+            finally:
+                self._mode = None
+            return
+        self._stop_here(timeout)
+
+    def _stop_here(self, timeout: float | None) -> None:
         began = time.monotonic()
         self._accepting = False
         self._stopped = True
@@ -461,11 +523,13 @@ class TaskRunner(TaskRegistry):
         """
         limit = None if timeout is None else seconds("timeout", timeout)
         deadline = None if limit is None else time.monotonic() + limit
-        gevent.sleep(0)  # let what was just submitted or woken start
+        # A thread with no hub (the runner on a thread of its own) sleeps for real.
+        sleep = gevent.sleep if get_hub_if_exists() is not None else time.sleep
+        sleep(0)  # let what was just submitted or woken start
         while not self._router.is_idle():
             if deadline is not None and time.monotonic() >= deadline:
                 return False
-            gevent.sleep(JOIN_POLL)
+            sleep(JOIN_POLL)
         return True
 
     def stop_now(self) -> None:
@@ -512,16 +576,27 @@ class TaskRunner(TaskRegistry):
         :raises RunnerNotRunning: if the runner is not started (and not eager).
         :raises QueueFull: if the backlog (or the scheduled set) is full.
         """
+        mode = self._mode
+        if mode is None and self._accepting:  # the common case: running on this hub
+            return self._router.submit(
+                task, args, kwargs, countdown, eta, unique_key=unique_key, expires=expires
+            )
         if not self._accepting and not self.eager:
+            startup.start_at_first_use(self)
+            mode = self._mode
+        if mode is not None and self._accepting and not mode.here():
+            job = self._router.new_job(task, args, kwargs, countdown, eta, unique_key, expires)
+            return mode.submit(job)
+        if not self._accepting and not self.eager:
+            if self._inert is not None:
+                why = startup.inert_message(self._inert)
+                raise RunnerNotRunning(f"cannot run {task.name}: {why}")
             if self._stopped:
                 raise RunnerNotRunning(
                     f"cannot run {task.name}: the runner was stopped and accepts no more jobs; "
                     "submit jobs before runner.stop(), or call runner.start() again"
                 )
-            raise RunnerNotRunning(
-                f"cannot run {task.name}: the runner is not running; "
-                "call runner.start() (or use it as a context manager) in the serving process"
-            )
+            raise RunnerNotRunning(f"cannot run {task.name}: {startup.not_running_message()}")
         return self._router.submit(
             task, args, kwargs, countdown, eta, unique_key=unique_key, expires=expires
         )
@@ -529,8 +604,13 @@ class TaskRunner(TaskRegistry):
     def job(self, job_id: str) -> Job[Any] | None:
         """Return the job with this id, or ``None`` if unknown or aged out.
 
-        Any greenlet may call it, e.g. a status view in a later request.
+        Any greenlet or thread may call it, e.g. a status view in a later request.
         """
+        if not self._accepting:
+            startup.start_at_first_use(self)
+        mode = self._mode
+        if mode is not None and not mode.here():
+            return mode.job(job_id)
         return self._router.get(job_id)
 
     def resume_job(self, job: Job[Any]) -> bool:
@@ -545,7 +625,22 @@ class TaskRunner(TaskRegistry):
 
     def cancel_job(self, job: Job[Any]) -> bool:
         """Cancel ``job`` (see :meth:`Job.cancel`); return whether it was unfinished."""
+        mode = self._mode
+        if mode is not None and not mode.here():
+            return bool(mode.cancel(job))
         return self._router.cancel(job)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every job accepted so far is durable and visible to other processes.
+
+        See :meth:`ResultStore.flush`; any thread may call it.
+
+        :returns: ``False`` if ``timeout`` seconds passed first.
+        """
+        mode = self._mode
+        if mode is not None and not mode.here():
+            return bool(mode.flush(timeout))
+        return self.store.flush(timeout)
 
     def stats(self) -> dict[str, Any]:
         """Return counts for monitoring: jobs per state, backlog, running, totals.
@@ -556,8 +651,14 @@ class TaskRunner(TaskRegistry):
         leading the periodic jobs; ``scope`` says ``"machine"``.  Otherwise
         ``scope`` is ``"process"`` and the counts are this process's.
         ``backlog``, ``running``, ``scheduled`` and the totals are always this
-        process's.
+        process's.  Any thread may call it.
         """
+        mode = self._mode
+        if mode is not None and not mode.here() and isinstance(mode, ThreadedMode):
+            return mode.thread.call(self._stats_here)
+        return self._stats_here()
+
+    def _stats_here(self) -> dict[str, Any]:
         store = self._views()
         if store is None or not store.is_shared:
             return {**self._router.stats(), "scope": "process", "pid": os.getpid()}

@@ -15,15 +15,22 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from taskrun.errors import ConfigError
+from taskrun.periodic.lock_paths import LockPathOption, check_lock_name
 from taskrun.stores.base import DEFAULT_MAX_ARG_BYTES, StoreSpec
 from taskrun.validation import DEFAULT, Default, non_negative_int, positive_int, seconds
 
-#: The options :meth:`RunnerSettings.configured` changes, in the order its error lists them.
+#: The options :meth:`RunnerSettings.configured` changes, in the order its error lists
+#: them: every ``TaskRunner(...)`` option but ``clock``.
 CONFIGURABLE = (
     "concurrency",
     "max_pending",
     "max_scheduled",
+    "result_ttl",
+    "max_results",
+    "threads",
     "eager",
+    "name",
+    "lock_path",
     "store",
     "max_arg_bytes",
     "blocking_warning",
@@ -43,6 +50,8 @@ class RunnerSettings:
     :param max_results: the most finished jobs kept.
     :param threads: threads for ``executor="thread"`` tasks; ``None``: the CPU count.
     :param eager: run every job inline at ``delay()``.
+    :param name: the app's name, for the leader lock (see :class:`~taskrun.runner.TaskRunner`).
+    :param lock_path: the leader lock file, its default, or ``None`` for no leader election.
     :param store: where jobs are kept (see :func:`~taskrun.stores.factory.make_store`).
     :param max_arg_bytes: the largest pickled arguments a job may have, in
         a store that pickles them (SQLite); the memory store does not.
@@ -60,6 +69,8 @@ class RunnerSettings:
     max_results: int = 100_000
     threads: int | None = None
     eager: bool = False
+    name: str | None = None
+    lock_path: LockPathOption = DEFAULT
     store: StoreSpec = None
     max_arg_bytes: int = DEFAULT_MAX_ARG_BYTES
     blocking_warning: float | None | Default = DEFAULT
@@ -74,6 +85,9 @@ class RunnerSettings:
         positive_int("max_arg_bytes", self.max_arg_bytes, "e.g. max_arg_bytes=1_048_576")
         if self.threads is not None:
             positive_int("threads", self.threads, "e.g. threads=4")
+        if self.name is not None and not isinstance(self.name, str):
+            raise ConfigError(f"name must be a string, got {self.name!r}; e.g. name='shop'")
+        check_lock_name(self.name, self.lock_path)
         warning = self.blocking_warning
         if warning is None or warning is False or warning == 0:
             object.__setattr__(self, "blocking_warning", None)
@@ -100,7 +114,8 @@ class RunnerSettings:
     def configured(self, **options: Any) -> RunnerSettings:
         """Return a copy with ``options`` changed; only those in :data:`CONFIGURABLE`.
 
-        ``eager`` is taken as a bool.
+        ``eager`` is taken as a bool.  All or nothing: an unknown or bad
+        option changes none.
 
         :raises ConfigError: for an unknown option (the message lists the
             known ones) or an out-of-range value.
@@ -112,4 +127,6 @@ class RunnerSettings:
                 )
         if "eager" in options:
             options["eager"] = bool(options["eager"])
+        if "result_ttl" in options:
+            options["result_ttl"] = seconds("result_ttl", options["result_ttl"])
         return replace(self, **options)

@@ -34,7 +34,7 @@ def test_a_patched_process_has_no_patching_problem() -> None:
     assert late_ssl_modules() == []
 
 
-def test_starting_a_runner_unpatched_warns_with_the_fix() -> None:
+def test_starting_a_runner_unpatched_warns_once_that_it_is_a_development_mode() -> None:
     stderr = run_python(
         """
         from taskrun import TaskRunner
@@ -43,7 +43,8 @@ def test_starting_a_runner_unpatched_warns_with_the_fix() -> None:
         """
     )
 
-    assert "gevent has not monkey-patched this process (socket is unpatched)" in stderr
+    assert stderr.count("taskrun runs its jobs on a thread of its own") == 1
+    assert "a development mode" in stderr
     assert "taskrun serve module:app" in stderr
 
 

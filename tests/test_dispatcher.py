@@ -357,7 +357,11 @@ def test_a_failure_is_logged_once_with_job_id_and_task_name(
         with pytest.raises(ConnectionRefusedError):
             job.get(timeout=5)
 
-    about_job = [record for record in caplog.records if job.id in record.getMessage()]
+    about_job = [
+        record
+        for record in caplog.records
+        if job.id in record.getMessage() and record.levelno >= logging.WARNING
+    ]
     assert len(about_job) == 1
     record = about_job[0]
     assert record.levelno == logging.ERROR
@@ -514,7 +518,11 @@ def test_a_greenlet_exit_raised_by_a_task_is_its_failure_logged_once(
             job.get(timeout=5)
 
     assert job.state is JobState.FAILURE
-    about_job = [record for record in caplog.records if job.id in record.getMessage()]
+    about_job = [
+        record
+        for record in caplog.records
+        if job.id in record.getMessage() and record.levelno >= logging.WARNING
+    ]
     assert [record.levelno for record in about_job] == [logging.ERROR]
     assert runner.stats()["failed"] == 1
     assert after.delay().get(timeout=5) == "still working"

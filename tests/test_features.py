@@ -44,7 +44,7 @@ native_ident: Callable[[], int] = monkey.get_original("threading", "get_ident")
 @pytest.fixture(params=["memory", "sqlite"])
 def store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Each test that takes it runs once with the memory store and once with a SQLite file."""
-    return "memory" if request.param == "memory" else f"sqlite://{tmp_path / 'taskrun.db'}"
+    return "memory" if request.param == "memory" else f"sqlite:///{tmp_path / 'taskrun.db'}"
 
 
 # -- current_job() and Job.update() ------------------------------------------------------

@@ -47,7 +47,7 @@ def children(tmp_path: Path) -> Iterator[Callable[[str, int, int], list[subproce
     started: list[subprocess.Popen[str]] = []
 
     def start(mode: str, count: int, jobs: int) -> list[subprocess.Popen[str]]:
-        store = f"sqlite://{tmp_path / 'taskrun.db'}"
+        store = f"sqlite:///{tmp_path / 'taskrun.db'}"
         procs = []
         for i in range(count):
             with (tmp_path / f"{mode}-{i}.log").open("w") as log:
@@ -135,8 +135,8 @@ def test_meta_reaches_the_file_coalesced_and_every_reader_sees_it(
     make_runner: MakeRunner, tmp_path: Path, executor: Executor
 ) -> None:
     path = tmp_path / "taskrun.db"
-    worker = make_runner(store=f"sqlite://{path}")
-    reader = make_runner(store=f"sqlite://{path}")
+    worker = make_runner(store=f"sqlite:///{path}")
+    reader = make_runner(store=f"sqlite:///{path}")
     conn = sqlite3.connect(path, isolation_level=None, timeout=5)
     conn.executescript(
         "CREATE TABLE meta_writes (n INTEGER);"
@@ -182,7 +182,7 @@ def test_meta_reaches_the_file_coalesced_and_every_reader_sees_it(
 def test_a_job_expired_and_a_failed_job_retried_from_another_process(
     make_runner: MakeRunner, tmp_path: Path
 ) -> None:
-    path = f"sqlite://{tmp_path / 'taskrun.db'}"
+    path = f"sqlite:///{tmp_path / 'taskrun.db'}"
     first = make_runner(store=path)
     second = make_runner(store=path)
     calls: list[int] = []
@@ -221,7 +221,7 @@ def test_a_tasks_result_ttl_prunes_its_rows_from_the_file(
 ) -> None:
     clock = ManualClock(datetime.now(UTC))
     path = tmp_path / "taskrun.db"
-    runner = make_runner(store=f"sqlite://{path}", clock=clock, result_ttl=3600)
+    runner = make_runner(store=f"sqlite:///{path}", clock=clock, result_ttl=3600)
     short = runner.task(name="short", result_ttl=10, ignore_result=True)(lambda: "x")
     long = runner.task(name="long")(lambda: "y")
     a, b = short.delay(), long.delay()

@@ -22,12 +22,12 @@ PACKAGE = Path(__file__).resolve().parent.parent / "taskrun"
 #: Floors from the ground up; a module may import from its floor and those below.
 FLOORS: list[tuple[str, ...]] = [
     ("errors", "clock", "validation", "supervision", "signals"),
-    ("options", "schedules", "jobs", "limits", "meta", "current"),
+    ("options", "schedules", "jobs", "limits", "meta", "current", "lifecycle"),
     ("stores",),
     ("executors", "admission", "dispatcher", "monitor"),
     ("scheduler", "periodic"),
     ("tasks", "registry", "settings", "routing", "checks", "machine"),
-    ("hub_thread", "threaded", "engines"),
+    ("hub_thread", "threaded", "modes", "startup", "engines"),
     ("runner",),
     ("loading", "logs", "metrics", "multiproc"),
     ("wsgi", "flask", "gunicorn", "cli", "__main__", "__init__"),

@@ -35,7 +35,7 @@ CHILD = Path(__file__).with_name("store_child.py")
 
 def sqlite_runner(make_runner: MakeRunner, path: Path, **options: Any) -> TaskRunner:
     """A started runner on the store file ``path`` (no leader lock)."""
-    return make_runner(store=f"sqlite://{path}", lock_path=None, **options)
+    return make_runner(store=f"sqlite:///{path}", lock_path=None, **options)
 
 
 def store_of(runner: TaskRunner) -> SqliteStore:
@@ -446,7 +446,7 @@ def test_max_arg_bytes_is_checked_and_read_from_flask_config(tmp_path: Path) -> 
         TaskRunner(max_arg_bytes=0)
     app = Flask(__name__)
     app.config["TASKRUN_MAX_ARG_BYTES"] = 500
-    app.config["TASKRUN_STORE"] = f"sqlite://{tmp_path / 'taskrun.db'}"
+    app.config["TASKRUN_STORE"] = f"sqlite:///{tmp_path / 'taskrun.db'}"
     runner = TaskRunner(lock_path=None)
     runner.init_app(app)
 

@@ -50,7 +50,7 @@ MakeRunner = Callable[..., TaskRunner]
 
 def sqlite_runner(make_runner: MakeRunner, path: Path, **options: Any) -> TaskRunner:
     """A started runner on the store file ``path`` (no leader lock)."""
-    return make_runner(store=f"sqlite://{path}", lock_path=None, **options)
+    return make_runner(store=f"sqlite:///{path}", lock_path=None, **options)
 
 
 @pytest.fixture
@@ -521,15 +521,24 @@ def test_a_store_file_this_user_cannot_write_fails_at_start_naming_the_fix() -> 
 
 
 def test_store_settings_name_a_file_and_other_schemes_are_refused(tmp_path: Path) -> None:
-    assert store_path("sqlite:///var/lib/shop/taskrun.db") == "/var/lib/shop/taskrun.db"
+    assert store_path("sqlite:////var/lib/shop/taskrun.db") == "/var/lib/shop/taskrun.db"
     assert store_path("/var/lib/shop/taskrun.db") == "/var/lib/shop/taskrun.db"
-    assert store_path("sqlite://taskrun.db") == os.path.abspath("taskrun.db")
     assert store_path(tmp_path / "x.db") == str(tmp_path / "x.db")
+
+
+def test_three_slashes_are_relative_and_four_absolute_as_in_sqlalchemy(tmp_path: Path) -> None:
+    assert store_path("sqlite:///var/taskrun.db") == os.path.abspath("var/taskrun.db")
+    assert store_path("sqlite:///taskrun.db", base=str(tmp_path)) == str(tmp_path / "taskrun.db")
+    assert store_path("sqlite:////abs/taskrun.db", base=str(tmp_path)) == "/abs/taskrun.db"
+    assert store_path("taskrun.db", base=str(tmp_path)) == str(tmp_path / "taskrun.db")
+
+    with pytest.raises(ConfigError, match=r"write 'sqlite:///taskrun.db' \(three: relative\)"):
+        TaskRunner(store="sqlite://taskrun.db")
 
     with pytest.raises(ConfigError, match=r"unknown store 'redis://localhost'.*'memory'"):
         TaskRunner(store="redis://localhost")
-    with pytest.raises(ConfigError, match=r"store 'sqlite://:memory:' does not name a file"):
-        TaskRunner(store="sqlite://:memory:")
+    with pytest.raises(ConfigError, match=r"store 'sqlite:///:memory:' does not name a file"):
+        TaskRunner(store="sqlite:///:memory:")
 
 
 def test_configure_switches_the_store_before_start(make_runner: MakeRunner, tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ def any_runner(
 ) -> TaskRunner:
     if request.param == "memory":
         return make_runner(lock_path=None)
-    return make_runner(store=f"sqlite://{tmp_path / 'taskrun.db'}", lock_path=None)
+    return make_runner(store=f"sqlite:///{tmp_path / 'taskrun.db'}", lock_path=None)
 
 
 def test_listing_is_newest_first_filtered_and_paginated(any_runner: TaskRunner) -> None:
@@ -99,7 +99,7 @@ def test_purge_deletes_old_finished_jobs_of_one_state(any_runner: TaskRunner) ->
 def test_processes_show_running_jobs_of_every_runner_on_the_file(
     make_runner: MakeRunner, tmp_path: Path, wait_for: Any
 ) -> None:
-    path = f"sqlite://{tmp_path / 'taskrun.db'}"
+    path = f"sqlite:///{tmp_path / 'taskrun.db'}"
     first, second = (make_runner(store=path, lock_path=None) for _ in range(2))
     release = Event()
 
@@ -132,7 +132,7 @@ def test_pause_in_the_store_stops_the_leaders_runs_and_resume_restarts_them(
 ) -> None:
     path = tmp_path / "taskrun.db"
     runs: list[float] = []
-    runner = TaskRunner(store=f"sqlite://{path}", lock_path=None)
+    runner = TaskRunner(store=f"sqlite:///{path}", lock_path=None)
 
     @runner.periodic(every(seconds=0.2), name="views.tick")
     def tick() -> None:
@@ -155,7 +155,7 @@ def test_a_job_submitted_through_a_client_runs_in_a_serving_runner(
     make_runner: MakeRunner, tmp_path: Path
 ) -> None:
     path = tmp_path / "taskrun.db"
-    runner = make_runner(store=f"sqlite://{path}", lock_path=None)
+    runner = make_runner(store=f"sqlite:///{path}", lock_path=None)
 
     @runner.task(name="views.double")
     def double(n: int) -> int:

@@ -185,6 +185,16 @@ def has_unowned(conn: sqlite3.Connection) -> bool:
     return row is not None
 
 
+def has_unowned_of(conn: sqlite3.Connection, names: Iterable[str]) -> bool:
+    """Return whether an unfinished job of one of the tasks ``names`` waits for an owner."""
+    row = conn.execute(
+        "SELECT 1 FROM jobs WHERE owner IS NULL AND finished IS NULL "
+        "AND task IN (SELECT value FROM json_each(?)) LIMIT 1",
+        (json.dumps(sorted(names)),),
+    ).fetchone()
+    return row is not None
+
+
 def claim(
     conn: sqlite3.Connection, token: str, names: Iterable[str], limit: int
 ) -> list[tuple[Any, ...]]:

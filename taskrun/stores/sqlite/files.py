@@ -17,19 +17,34 @@ import stat
 
 from taskrun.errors import ConfigError, StoreError
 
-__all__ = ["check_trusted", "create_file", "store_path"]
+__all__ = ["check_trusted", "create_file", "store_file", "store_path"]
 
 logger = logging.getLogger(__name__)
 
 
-def store_path(spec: str | os.PathLike[str]) -> str:
+def store_path(spec: str | os.PathLike[str], base: str | None = None) -> str:
     """Return the absolute file path named by a store setting.
 
-    ``"sqlite:///var/lib/app/taskrun.db"`` and ``"/var/lib/app/taskrun.db"``
-    are absolute; ``"sqlite://taskrun.db"`` and ``"taskrun.db"`` are relative
-    to the current directory.
+    SQLAlchemy's rule: ``"sqlite:///var/taskrun.db"`` (three slashes) and
+    ``"var/taskrun.db"`` are relative to ``base`` (default: the current
+    directory); ``"sqlite:////var/lib/app/taskrun.db"`` (four slashes) and
+    ``"/var/lib/app/taskrun.db"`` are absolute.
 
-    :raises ConfigError: for another scheme, an in-memory SQLite name or an empty path.
+    :param base: the directory relative paths start from (the Flask extension
+        passes ``app.instance_path``).
+    :raises ConfigError: for another scheme, ``sqlite://`` without the third
+        slash, an in-memory SQLite name or an empty path.
+    """
+    path, relative = store_file(spec)
+    if relative and base is not None:
+        path = os.path.join(base, path)
+    return os.path.abspath(path)
+
+
+def store_file(spec: str | os.PathLike[str]) -> tuple[str, bool]:
+    """Return (the file path a store setting names, whether it is relative), unresolved.
+
+    :raises ConfigError: as :func:`store_path`.
     """
     text = os.fspath(spec)
     path = text
@@ -37,17 +52,23 @@ def store_path(spec: str | os.PathLike[str]) -> str:
         scheme, _, path = text.partition("://")
         if scheme.lower() != "sqlite":
             raise ConfigError(
-                f"unknown store {text!r}: use 'memory', 'sqlite:///path/to/taskrun.db' "
-                "or a file path"
+                f"unknown store {text!r}: use 'memory', 'sqlite:////abs/path/taskrun.db' "
+                "(four slashes: absolute), 'sqlite:///relative/taskrun.db' or a file path"
             )
+        if path and not path.startswith("/"):
+            raise ConfigError(
+                f"store {text!r} has two slashes after 'sqlite:'; as in SQLAlchemy, write "
+                f"'sqlite:///{path}' (three: relative) or 'sqlite:////{path}' (four: absolute)"
+            )
+        path = path[1:]
     elif text.lower().startswith("sqlite:"):
         path = text[len("sqlite:") :]
     if not path.strip() or path.strip() == ":memory:" or "?" in path:
         raise ConfigError(
-            f"store {text!r} does not name a file; use e.g. 'sqlite:///var/lib/app/taskrun.db' "
+            f"store {text!r} does not name a file; use e.g. 'sqlite:////var/lib/app/taskrun.db' "
             "(processes share jobs through the file, so it must be a real path)"
         )
-    return os.path.abspath(path)
+    return path, not os.path.isabs(path)
 
 
 def create_file(path: str) -> None:

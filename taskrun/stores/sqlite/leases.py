@@ -85,6 +85,7 @@ class Leases:
         self._poll = poll
         self.valid_until = time.monotonic() + lease / 2
         self.abandoned: set[str] = set()
+        self._pick_up_error = ""
         self._housekeeper = _Housekeeper(sql.path, me, lease, self._reaped, sql.faults)
 
     def may_run(self, job: Job[Any]) -> bool:
@@ -134,6 +135,27 @@ class Leases:
         finally:
             self._housekeeper.start(oldest_kept, max_results, now)
 
+    def pick_up(self, host: StoreHost | None) -> None:
+        """Take over unowned jobs now, if any (an index probe when there are none).
+
+        Run between heartbeats (see :data:`~.writer.PICKUP_INTERVAL`) so that a
+        job submitted by a process that runs none starts within a fraction of
+        a second, not a heartbeat later.
+        """
+        if host is None or time.monotonic() > self.valid_until:
+            return  # a stalled lease takes nothing until the heartbeat renews it
+        try:
+            # Only jobs this process can run: one of another deploy's task must
+            # not cost a write transaction every probe.
+            if self._sql(db.has_unowned_of, list(host.tasks)):
+                self._claim(host)
+        except (sqlite3.Error, StoreError) as error:
+            if str(error) != self._pick_up_error:  # once per kind, not ten times a second
+                self._pick_up_error = str(error)
+                logger.error("taskrun store %s: picking up jobs failed: %s", self._sql.path, error)
+        else:
+            self._pick_up_error = ""
+
     def close(self) -> None:
         """Stop housekeeping (waits up to 5 s for a pass in progress)."""
         self._housekeeper.close()
@@ -180,8 +202,11 @@ class Leases:
                 self._local.discard(job)
                 self._writer.release(job)
         if rows:
-            logger.warning(
-                "taskrun store %s: took over %d unfinished job(s) of stopped or dead processes%s",
+            # A dead process's jobs are reported when it is reaped; most unowned
+            # jobs are simply submitted by processes that run none (shells, cron).
+            logger.info(
+                "taskrun store %s: took over %d unowned job(s) (submitted by processes that "
+                "run none, or left by stopped or dead processes)%s",
                 self._sql.path,
                 len(rows) - refused,
                 f"; {refused} handed back, the queue is full" if refused else "",

@@ -1,6 +1,6 @@
 """The shared, durable job store: one SQLite file per machine, shared by every worker process.
 
-``TaskRunner(store="sqlite:///var/lib/shop/taskrun.db")`` (or a plain path;
+``TaskRunner(store="sqlite:////var/lib/shop/taskrun.db")`` (or a plain path;
 with the Flask extension, ``TASKRUN_STORE``) keeps every accepted job in the
 file: jobs survive a crash or a deploy, any worker process can look up any
 job, and each periodic slot is claimed once.  Only the ``sqlite3`` module
@@ -209,7 +209,7 @@ class SqliteStore(SqliteViews):
         self._sql = sql
         self._token = me.token
         self._writer = BatchWriter(
-            sql, me.token, self._heartbeat, self._maintain, self._commit_wait
+            sql, me.token, self._heartbeat, self._maintain, self._commit_wait, self._pick_up
         )
         self._leases = Leases(
             sql,
@@ -329,6 +329,16 @@ class SqliteStore(SqliteViews):
         """Record a start of ``task_name`` in its rate window, shared by every process."""
         return self._limits.reserve_start(task_name, starts, window, now)
 
+    def check_arguments(self, job: Job[Any]) -> None:
+        """Check that ``job``'s arguments can be kept; any thread may call it.
+
+        A runner on a thread of its own calls it on the submitting thread
+        (see :mod:`taskrun.modes`), so that the error reaches ``delay()``.
+
+        :raises NotSerializable: as :meth:`add` would.
+        """
+        encode_payload(job.name, job.args, job.kwargs, self._max_arg_bytes)
+
     def discard(self, job: Job[Any]) -> None:
         """Forget a job just added whose admission was refused."""
         if self._writer is not None:
@@ -438,6 +448,10 @@ class SqliteStore(SqliteViews):
 
     def _task(self, name: str) -> TaskLike | None:
         return self._host.tasks.get(name) if self._host is not None else None
+
+    def _pick_up(self) -> None:
+        if self._leases is not None:
+            self._leases.pick_up(self._host)
 
     def _maintain(self) -> None:
         if self._leases is not None:

@@ -64,6 +64,8 @@ MAX_RETRY_PAUSE = 2.0
 META_INTERVAL = 0.25
 #: The OS thread's id (patched, ``threading.get_ident`` tells greenlets apart instead).
 _thread_ident: Callable[[], int] = get_original("_thread", "get_ident")
+#: Seconds between probes for unowned jobs (submitted by processes that run none).
+PICKUP_INTERVAL = 0.1
 
 
 class _Batch:
@@ -85,6 +87,9 @@ class BatchWriter:
     :param maintain: the store's maintenance round, run between batches (and
         between the retries of a failing commit).
     :param commit_wait: seconds :meth:`wait_committed` waits before it gives up.
+    :param pick_up: takes over unowned jobs; run every :data:`PICKUP_INTERVAL`
+        seconds while the writer is idle, so that a job submitted by a process
+        that runs none starts promptly.
     """
 
     def __init__(
@@ -94,8 +99,11 @@ class BatchWriter:
         heartbeat: float,
         maintain: Callable[[], None],
         commit_wait: float = COMMIT_WAIT,
+        pick_up: Callable[[], None] | None = None,
     ) -> None:
         self._sql = sql
+        self._pick_up = pick_up
+        self._next_pick_up = 0.0
         self._token = token
         self._heartbeat = heartbeat
         self._maintain = maintain
@@ -236,11 +244,17 @@ class BatchWriter:
             return not self._flush()
         if self._closing:
             return True
+        wake_at = self._next_round
+        if self._pick_up is not None:
+            now = time.monotonic()
+            if now >= self._next_pick_up:
+                self._next_pick_up = now + PICKUP_INTERVAL
+                guarded(self._round_guard, "picking up unowned jobs", self._pick_up)
+            wake_at = min(wake_at, self._next_pick_up)
         self._wake.clear()
-        until = self._next_round
         if self._metas:
-            until = min(until, self._meta_due)
-        self._wake.wait(max(until - time.monotonic(), 0.0))
+            wake_at = min(wake_at, self._meta_due)
+        self._wake.wait(max(wake_at - time.monotonic(), 0.0))
         return False
 
     def _maybe_maintain(self) -> None:
