@@ -103,6 +103,28 @@ def recycle_grace(graceful_timeout: float) -> float:
     return min(grace, graceful_timeout)
 
 
+def route_logs(log: Any) -> bool:
+    """Send the ``taskrun`` loggers' records to gunicorn's error log, unless the app set up logging.
+
+    Attaches the handlers of gunicorn's error log (its file, format and
+    ``--log-level``) to the ``taskrun`` logger when neither it nor the root
+    logger has a handler; otherwise leaves logging alone.  Without this,
+    taskrun's INFO lines (the ``taskrun.jobs`` lifecycle, start and stop)
+    were dropped and its warnings printed bare, without time, level or pid.
+
+    :param log: the worker's ``log`` (gunicorn's ``glogging.Logger``).
+    :returns: whether the handlers were attached.
+    """
+    ours = logging.getLogger("taskrun")
+    error_log = getattr(log, "error_log", None)
+    if ours.handlers or logging.getLogger().handlers or not isinstance(error_log, logging.Logger):
+        return False
+    for handler in error_log.handlers:
+        ours.addHandler(handler)
+    ours.setLevel(error_log.level)
+    return True
+
+
 def _find_worker_runner(worker: Any) -> TaskRunner | None:
     """Find the runner of the app a gunicorn worker has loaded, or log why there is none."""
     target = getattr(worker.app, "app_uri", None) or ""
@@ -216,8 +238,13 @@ class GeventWorker(_GunicornGeventWorker):  # type: ignore[misc]  # gunicorn is 
         super().handle_quit(sig, frame)
 
     def load_wsgi(self) -> None:
-        """Load the app (after patching, in the worker), then find its runner."""
+        """Load the app (after patching, in the worker), then find its runner.
+
+        taskrun's log lines go to gunicorn's error log if the app did not
+        set up logging (see :func:`route_logs`).
+        """
         super().load_wsgi()
+        route_logs(self.log)
         self.runner = _find_worker_runner(self)
 
     def run(self) -> None:
@@ -301,6 +328,7 @@ def post_worker_init(worker: Any) -> None:
     ``min($TASKRUN_RECYCLE_GRACE, graceful_timeout, timeout - 1)`` and may
     still be cut short by the master's SIGKILL.
     """
+    route_logs(worker.log)
     runner = _find_worker_runner(worker)
     worker.taskrun_runner = runner
     if runner is not None:

@@ -33,7 +33,7 @@ def dashboard_app(runner: TaskRunner, **config: Any) -> Flask:
 
 @pytest.fixture
 def shared(make_runner: MakeRunner, tmp_path: Path) -> TaskRunner:
-    runner = make_runner(store=f"sqlite://{tmp_path / 'taskrun.db'}", lock_path=None)
+    runner = make_runner(store=f"sqlite:///{tmp_path / 'taskrun.db'}", lock_path=None)
 
     @runner.task(name="dash.echo")
     def echo(value: Any) -> Any:

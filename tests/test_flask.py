@@ -121,7 +121,7 @@ def test_taskrun_store_key_gives_the_runner_a_durable_store_without_opening_it(
     fresh_runner: TaskRunner, tmp_path: Path
 ) -> None:
     path = tmp_path / "jobs.db"
-    app = make_app(TASKRUN_STORE=f"sqlite://{path}")
+    app = make_app(TASKRUN_STORE=f"sqlite:///{path}")
 
     fresh_runner.init_app(app)
 
@@ -447,7 +447,7 @@ def test_status_url_prefix_is_configurable(fresh_runner: TaskRunner, wait_for: W
 def test_background_view_works_with_a_durable_store(
     fresh_runner: TaskRunner, tmp_path: Path, wait_for: Waiter
 ) -> None:
-    app = make_app(TASKRUN_STORE=f"sqlite://{tmp_path / 'jobs.db'}")
+    app = make_app(TASKRUN_STORE=f"sqlite:///{tmp_path / 'jobs.db'}")
 
     @app.post("/sum/<int:a>")
     @fresh_runner.background
@@ -466,7 +466,7 @@ def test_a_job_announced_by_a_202_is_visible_to_another_worker_at_once(
     fresh_runner: TaskRunner, tmp_path: Path
 ) -> None:
     path = tmp_path / "jobs.db"
-    app = make_app(TASKRUN_STORE=f"sqlite://{path}")
+    app = make_app(TASKRUN_STORE=f"sqlite:///{path}")
     release = Event()
 
     @app.post("/wait")

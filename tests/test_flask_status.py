@@ -61,6 +61,8 @@ def test_background_view_of_a_runner_not_running_answers_503_not_500(
     fresh_runner: TaskRunner, started_then_stopped: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = Flask("taskrun_status_test")
+    # Not started: only when told not to start at the first delay().
+    app.config["TASKRUN_AUTOSTART"] = started_then_stopped
 
     @app.post("/work")
     @fresh_runner.background
@@ -87,7 +89,7 @@ def test_a_202_whose_job_could_not_be_committed_in_time_logs_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     path = tmp_path / "jobs.db"
-    app = make_app(fresh_runner, TASKRUN_STORE=f"sqlite://{path}")
+    app = make_app(fresh_runner, TASKRUN_STORE=f"sqlite:///{path}")
 
     @app.post("/work")
     @fresh_runner.background
@@ -119,7 +121,7 @@ def test_a_202_whose_job_could_not_be_committed_in_time_logs_a_warning(
 def test_a_202_committed_in_time_logs_no_warning(
     fresh_runner: TaskRunner, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app = make_app(fresh_runner, TASKRUN_STORE=f"sqlite://{tmp_path / 'jobs.db'}")
+    app = make_app(fresh_runner, TASKRUN_STORE=f"sqlite:///{tmp_path / 'jobs.db'}")
 
     @app.post("/work")
     @fresh_runner.background

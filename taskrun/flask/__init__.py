@@ -26,7 +26,9 @@ Example::
 
 ``init_app`` starts nothing: the serving entry point (``taskrun serve``, the
 gunicorn worker, or your own code) starts the runner in the process that
-serves requests.
+serves requests, or else the first ``delay()`` there does (submit-only in
+``flask shell`` and other ``flask`` commands; see
+:mod:`taskrun.flask.autostart`; ``TASKRUN_AUTOSTART = False`` turns it off).
 
 **Jobs get an app context, never the request.**  Every job, whether it was
 submitted in a request, by the timer (delayed, retried, periodic) or from a

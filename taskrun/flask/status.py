@@ -166,7 +166,7 @@ def accepted_response(job: Job[Any], **extra: Any) -> Response:
     """
     # With a shared store, the poll may reach another worker: the job's row
     # must be committed before the client learns the URL.
-    if not current_app.extensions["taskrun"].store.flush(timeout=ACCEPT_FLUSH_TIMEOUT):
+    if not current_app.extensions["taskrun"].flush(timeout=ACCEPT_FLUSH_TIMEOUT):
         logger.warning(
             "job %s (%s) was not committed to the store within %s s; answering 202 anyway: "
             "other worker processes may not see this id yet (is the store's disk slow or "
