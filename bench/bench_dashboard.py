@@ -55,7 +55,7 @@ def _fill(path: Path) -> tuple[TaskRunner, list[str]]:
         max_pending=N_JOBS,
         max_results=N_JOBS,
         lock_path=None,
-        store=f"sqlite://{path}",
+        store=f"sqlite:///{path}",
     )
     _declare(runner)
     runner.start()
@@ -102,7 +102,7 @@ def main(repeats: int) -> list[tuple[str, float, str]]:
         )
         filled.stop(timeout=5)
 
-        runner = TaskRunner(lock_path=None, store=f"sqlite://{path}", max_results=N_JOBS)
+        runner = TaskRunner(lock_path=None, store=f"sqlite:///{path}", max_results=N_JOBS)
         _declare(runner)
         app = Flask("bench")
         app.config.update(TASKRUN_DASHBOARD=True, SECRET_KEY="bench")

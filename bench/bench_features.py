@@ -29,7 +29,7 @@ def update_loop(kind: str) -> tuple[float, int]:
     """(us per update() call, meta rows written to the file) for one job of ``kind``'s store."""
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "taskrun.db"
-        store = "memory" if kind == "memory" else f"sqlite://{path}"
+        store = "memory" if kind == "memory" else f"sqlite:///{path}"
         runner = TaskRunner(concurrency=4, lock_path=None, store=store).start()
         if kind != "memory":
             with sqlite3.connect(path) as conn:
