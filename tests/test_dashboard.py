@@ -142,6 +142,28 @@ def test_actions_need_post_and_a_valid_token(shared: TaskRunner, client: FlaskCl
     assert job.state.value == "CANCELLED"
 
 
+def test_a_token_works_only_in_the_browser_whose_cookie_it_signs(
+    shared: TaskRunner, client: FlaskClient
+) -> None:
+    job = shared.tasks["dash.echo"].apply_async(args=(2,), countdown=600)
+    settle(shared)
+    page = client.get(f"{PREFIX}/jobs/{job.id}")
+    cookie = page.headers["Set-Cookie"]
+    assert cookie.startswith("taskrun_dashboard_csrf=")
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and f"Path={PREFIX}" in cookie
+    stolen = re.search(r'name="csrf" value="([^"]+)"', page.get_data(as_text=True))
+    assert stolen
+    other = client.application.test_client()
+    other.environ_base["HTTP_X_STAFF"] = "yes"
+    other.get(f"{PREFIX}/jobs/{job.id}")  # a browser of its own, with its own cookie
+    cancel = f"{PREFIX}/jobs/{job.id}/cancel"
+    assert other.post(cancel, data={"csrf": stolen[1]}).status_code == 400
+    assert job.state.value == "SCHEDULED"
+    assert client.get(f"{PREFIX}/").headers.get("Set-Cookie") is None  # the secret is kept
+    assert client.post(cancel, data={"csrf": stolen[1]}).status_code == 303
+    assert job.state.value == "CANCELLED"
+
+
 def test_retry_enqueues_the_same_task_with_the_same_arguments(
     shared: TaskRunner, client: FlaskClient
 ) -> None:

@@ -10,7 +10,8 @@ With the SQLite store every page covers every process sharing the file.
 
 Every request, pages and actions alike, passes the access rule of
 :mod:`taskrun.flask.access` (``@runner.dashboard_auth``; closed without
-one unless ``app.debug``).  Actions are POSTs carrying a CSRF token.  All
+one unless ``app.debug``).  Actions are POSTs carrying a CSRF token bound to
+the browser's cookie (:mod:`.csrf`).  All
 job data is escaped by Jinja's autoescaping.
 """
 
@@ -25,6 +26,7 @@ from taskrun.flask.access import guard
 
 from . import words
 from .actions import register_actions
+from .csrf import set_cookie
 from .views import register_views
 
 if TYPE_CHECKING:
@@ -58,6 +60,6 @@ def dashboard_blueprint(prefix: str = DEFAULT_URL_PREFIX) -> Blueprint:
     def _no_cache(response: Response) -> Response:
         response.headers["Cache-Control"] = "no-store"
         response.headers["X-Frame-Options"] = "DENY"
-        return response
+        return set_cookie(response, prefix)
 
     return bp
