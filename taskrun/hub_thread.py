@@ -4,26 +4,15 @@ Under ``flask run``, ``app.run()``, waitress or gunicorn ``-k gthread`` the
 process is not monkey-patched and serves each request on a plain thread.
 Greenlets started there would wait on a hub that no thread drives, so a
 runner started in such a process (see :meth:`TaskRunner.start`) puts its
-timer, workers and store writer on a :class:`HubThread` instead.
-
-Other threads talk to it in two ways, both thread-safe:
-
-* :meth:`HubThread.post` queues a call that must not block (admitting a job)
-  and wakes the hub with one ``async`` watcher; it never waits, so a
-  request thread's ``delay()`` costs a few microseconds.
-* :meth:`HubThread.call` runs a function in a fresh greenlet of the hub and
-  waits for its result on a :class:`concurrent.futures.Future` (a lookup, a
-  cancel, the runner's stop).
-
-Calls run in the order they were queued, so a job posted before a lookup
-is admitted before the lookup runs.
+timer, workers and store writer on a :class:`HubThread` instead.  Other
+threads reach it through its :class:`~taskrun.hub_inbox.HubInbox`
+(:meth:`HubThread.post` and :meth:`HubThread.call`).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -32,6 +21,7 @@ import gevent
 from gevent.event import Event
 
 from taskrun.errors import RunnerNotRunning
+from taskrun.hub_inbox import HubInbox
 
 __all__ = ["HubThread"]
 
@@ -50,15 +40,9 @@ class HubThread:
 
     def __init__(self, name: str) -> None:
         self._name = name
-        self._inbox: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
-        self._watcher: Any = None
+        self._inbox: HubInbox | None = None
         self._quit: Event | None = None
         self._thread: threading.Thread | None = None
-        self._ident: int | None = None
-        self._closed = False
-        # Whether a wake-up is on its way: a burst of posts costs one write to
-        # the loop's wake-up pipe, not one each (see post and _drain).
-        self._wake_sent = False
 
     def __repr__(self) -> str:
         return f"<HubThread {self._name!r} alive={self.is_alive}>"
@@ -66,11 +50,14 @@ class HubThread:
     @property
     def is_alive(self) -> bool:
         """Whether the thread runs and takes calls."""
-        return self._thread is not None and self._thread.is_alive() and not self._closed
+        inbox = self._inbox
+        thread = self._thread
+        return thread is not None and thread.is_alive() and inbox is not None and inbox.is_open
 
     def is_current(self) -> bool:
         """Return whether the caller runs on this hub's thread (a job, the timer)."""
-        return threading.get_ident() == self._ident
+        inbox = self._inbox
+        return inbox is not None and inbox.is_current()
 
     def start(self, setup: Callable[[], None]) -> None:
         """Start the thread and run ``setup()`` in it (in a greenlet of its hub).
@@ -96,44 +83,35 @@ class HubThread:
     def _main(self, setup: Callable[[], None], ready: Future[None]) -> None:
         hub = gevent.get_hub()  # this thread's own hub
         self._quit = Event()
-        watcher = hub.loop.async_()
-        watcher.start(self._drain)
-        self._watcher = watcher
-        self._ident = threading.get_ident()
+        # The inbox keeps the loop alive: the thread waits on nothing else.
+        inbox = self._inbox = HubInbox(self._name, keep_alive=True)
         try:
             setup()
         except BaseException as error:
-            self._closed = True
-            watcher.close()
+            inbox.close()
             ready.set_exception(error)
             return
         ready.set_result(None)
         try:
             self._quit.wait()
         finally:
-            self._closed = True
-            watcher.close()
-            self._drain()  # what was posted while closing fails loudly in its caller
+            inbox.close()  # what was posted while closing fails loudly in its caller
             hub.destroy(destroy_loop=True)
 
-    def post(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn(*args)`` on the hub's thread soon; never blocks.
-
-        ``fn`` runs in the hub itself, so it must not block or wait; an
-        exception it raises is logged.
-
-        :raises RunnerNotRunning: if the thread has stopped.
-        """
-        if self._closed or self._watcher is None:
+    def _open_inbox(self) -> HubInbox:
+        inbox = self._inbox
+        if inbox is None:
             raise RunnerNotRunning(
                 f"the runner's thread {self._name!r} has stopped; start the runner again"
             )
-        self._inbox.append((fn, args))
-        if not self._wake_sent:
-            # If _drain reset the flag after we read it as set, it drains
-            # after the reset and so sees this call: no wake-up is lost.
-            self._wake_sent = True
-            self._watcher.send()
+        return inbox
+
+    def post(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the hub's thread soon; never blocks (see :meth:`HubInbox.post`).
+
+        :raises RunnerNotRunning: if the thread has stopped.
+        """
+        self._open_inbox().post(fn, *args)
 
     def call(self, fn: Callable[..., T], *args: Any, timeout: float | None = 30.0) -> T:
         """Run ``fn(*args)`` in a new greenlet of the hub; block the caller for its result.
@@ -142,44 +120,15 @@ class HubThread:
         :raises RunnerNotRunning: if the thread has stopped, or ``fn`` took
             longer than ``timeout`` seconds.
         """
-        future: Future[T] = Future()
-        self.post(self._spawn_call, future, fn, args)
-        try:
-            return future.result(timeout=timeout)
-        except TimeoutError as error:
-            if future.done():
-                raise  # fn itself raised a TimeoutError
-            raise RunnerNotRunning(
-                f"the runner's thread {self._name!r} did not answer {fn.__name__} within "
-                f"{timeout} s"
-            ) from error
-
-    @staticmethod
-    def _spawn_call(future: Future[Any], fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        def run() -> None:
-            try:
-                future.set_result(fn(*args))
-            except BaseException as error:  # noqa: B036 - handed to the waiting thread
-                future.set_exception(error)
-
-        gevent.spawn(run)
-
-    def _drain(self) -> None:
-        self._wake_sent = False
-        inbox = self._inbox
-        while inbox:
-            fn, args = inbox.popleft()
-            try:
-                fn(*args)
-            except Exception:
-                logger.exception("taskrun hub thread %s: %r failed", self._name, fn)
+        return self._open_inbox().call(fn, *args, timeout=timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
         """End the thread once what was posted before has run; wait up to ``timeout`` s.
 
         Idempotent; call it from another thread after the runner stopped.
         """
-        if self._closed or self._quit is None:
+        inbox = self._inbox
+        if inbox is None or not inbox.is_open or self._quit is None:
             return
         quit_event = self._quit
         self.post(quit_event.set)

@@ -5,7 +5,9 @@
 workers and store writer live on a :class:`~taskrun.hub_thread.HubThread`.
 A request thread's ``delay()`` makes the job on its own thread and posts
 it to the hub (a few microseconds, never waiting); lookups, cancels and
-the stop are run there and waited for.
+the stop are run there and waited for.  Under gevent the same mode is how
+the body of an ``executor="thread"`` job, on a thread of the pool, reaches
+the runner on the main hub.
 
 :class:`SubmitOnlyMode`: ``runner.start(run_jobs=False)`` in a shell, a cron
 script or a management command: jobs go into the shared store for the
@@ -19,17 +21,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from taskrun.errors import QueueFull, RunnerNotRunning, TaskrunError
-from taskrun.hub_thread import HubThread
 from taskrun.jobs import Job, JobControl, JobState
 from taskrun.routing import JobRouter
 
 if TYPE_CHECKING:  # sqlite3 is imported only for a SQLite store (see taskrun.startup)
     from taskrun.stores.sqlite.submitter import SubmitClient
 
-__all__ = ["DEV_MODE_WARNING", "Mode", "SubmitOnlyMode", "ThreadedMode"]
+__all__ = ["DEV_MODE_WARNING", "HubDoor", "Mode", "SubmitOnlyMode", "ThreadedMode"]
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -72,15 +75,34 @@ class Mode(Protocol):
         ...
 
 
-class ThreadedMode:
-    """A runner living on its own hub thread, reached from any other thread.
+class HubDoor(Protocol):
+    """The thread-safe ways into the runner's hub (see :mod:`taskrun.hub_inbox`)."""
 
-    :param thread: the hub thread.
+    def is_current(self) -> bool:
+        """Return whether the caller runs on the hub."""
+        ...
+
+    def post(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the hub soon; never blocks."""
+        ...
+
+    def call(self, fn: Callable[..., T], *args: Any, timeout: float | None = 30.0) -> T:
+        """Run ``fn(*args)`` on the hub; block for its result."""
+        ...
+
+
+class ThreadedMode:
+    """A runner living on one hub, reached from any other thread.
+
+    The runner's own hub thread in an unpatched process; under gevent, the
+    main hub, as reached from the threads of ``executor="thread"`` jobs.
+
+    :param thread: the way into the hub.
     :param router: the runner's router (used on the hub's thread only).
     :param accepting: whether the runner accepts jobs now.
     """
 
-    def __init__(self, thread: HubThread, router: JobRouter, accepting: Callable[[], bool]) -> None:
+    def __init__(self, thread: HubDoor, router: JobRouter, accepting: Callable[[], bool]) -> None:
         self.thread = thread
         self._router = router
         self._accepting = accepting
@@ -170,7 +192,7 @@ class ThreadedMode:
 class _OnHubThread:
     """Cancels a job of another process through a control that lives on the hub thread."""
 
-    def __init__(self, thread: HubThread, control: JobControl) -> None:
+    def __init__(self, thread: HubDoor, control: JobControl) -> None:
         self._thread = thread
         self._control = control
 

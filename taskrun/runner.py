@@ -33,12 +33,14 @@ from typing import Any
 import gevent
 from gevent import monkey
 from gevent._hub_local import get_hub_if_exists
+from gevent.hub import Hub, get_hub
 
 from taskrun import signals, startup
 from taskrun.checks import late_ssl_problem, reloader_parent_problem
 from taskrun.clock import Clock, SystemClock
 from taskrun.dispatcher import Dispatcher
 from taskrun.errors import ConfigError, RunnerNotRunning
+from taskrun.hub_inbox import HubInbox
 from taskrun.jobs import Job, JobState
 from taskrun.machine import machine_periodic, machine_stats
 from taskrun.modes import Mode, ThreadedMode
@@ -171,6 +173,11 @@ class TaskRunner(TaskRegistry):
         self._stopped = False
         #: Where the runner answers from when not the caller's hub (see taskrun.modes).
         self._mode: Mode | None = None
+        #: Under gevent: the hub the runner started on, and how other threads reach it
+        #: (the bodies of executor="thread" jobs); None before start and in a mode.
+        self._hub: Hub | None = None
+        self._inbox: HubInbox | None = None
+        self._other_threads: ThreadedMode | None = None
         self._start_lock = threading.RLock()
         #: Why this process must run no job (a reloader's watcher, a forked child).
         self._inert: str | None = None
@@ -398,6 +405,10 @@ class TaskRunner(TaskRegistry):
         except BaseException:
             self._undo_start()
             raise
+        if self._mode is None and not self.eager:
+            self._hub = get_hub()
+            inbox = self._inbox = HubInbox(f"taskrun-{self.name or 'runner'}", keep_alive=False)
+            self._other_threads = ThreadedMode(inbox, self._router, lambda: self._accepting)
         self._accepting = True
         self._stopped = False
         logger.info("taskrun started: concurrency=%d", self._dispatcher.concurrency)
@@ -505,6 +516,9 @@ class TaskRunner(TaskRegistry):
             self._monitor.stop()
             self._monitor = None
         self.store.close()
+        inbox, self._inbox, self._other_threads, self._hub = self._inbox, None, None, None
+        if inbox is not None:
+            inbox.close()
         logger.info("taskrun stopped in %.1f s", time.monotonic() - began)
         if signals.runner_stopped.receivers:
             signals.send(signals.runner_stopped, self)
@@ -577,10 +591,12 @@ class TaskRunner(TaskRegistry):
         :raises QueueFull: if the backlog (or the scheduled set) is full.
         """
         mode = self._mode
-        if mode is None and self._accepting:  # the common case: running on this hub
-            return self._router.submit(
-                task, args, kwargs, countdown, eta, unique_key=unique_key, expires=expires
-            )
+        if mode is None and self._accepting:
+            if get_hub_if_exists() is self._hub:  # the common case: running on this hub
+                return self._router.submit(
+                    task, args, kwargs, countdown, eta, unique_key=unique_key, expires=expires
+                )
+            mode = self._other_threads  # a thread job's body, or eager (None)
         if not self._accepting and not self.eager:
             startup.start_at_first_use(self)
             mode = self._mode
@@ -601,6 +617,13 @@ class TaskRunner(TaskRegistry):
             task, args, kwargs, countdown, eta, unique_key=unique_key, expires=expires
         )
 
+    def _away(self) -> Mode | None:
+        """Return how the caller reaches the runner, or ``None`` if it runs on the runner's hub."""
+        mode = self._mode
+        if mode is None:
+            mode = self._other_threads
+        return mode if mode is not None and not mode.here() else None
+
     def job(self, job_id: str) -> Job[Any] | None:
         """Return the job with this id, or ``None`` if unknown or aged out.
 
@@ -608,8 +631,8 @@ class TaskRunner(TaskRegistry):
         """
         if not self._accepting:
             startup.start_at_first_use(self)
-        mode = self._mode
-        if mode is not None and not mode.here():
+        mode = self._away()
+        if mode is not None:
             return mode.job(job_id)
         return self._router.get(job_id)
 
@@ -625,8 +648,8 @@ class TaskRunner(TaskRegistry):
 
     def cancel_job(self, job: Job[Any]) -> bool:
         """Cancel ``job`` (see :meth:`Job.cancel`); return whether it was unfinished."""
-        mode = self._mode
-        if mode is not None and not mode.here():
+        mode = self._away()
+        if mode is not None:
             return bool(mode.cancel(job))
         return self._router.cancel(job)
 
@@ -637,8 +660,8 @@ class TaskRunner(TaskRegistry):
 
         :returns: ``False`` if ``timeout`` seconds passed first.
         """
-        mode = self._mode
-        if mode is not None and not mode.here():
+        mode = self._away()
+        if mode is not None:
             return bool(mode.flush(timeout))
         return self.store.flush(timeout)
 
@@ -653,8 +676,8 @@ class TaskRunner(TaskRegistry):
         ``backlog``, ``running``, ``scheduled`` and the totals are always this
         process's.  Any thread may call it.
         """
-        mode = self._mode
-        if mode is not None and not mode.here() and isinstance(mode, ThreadedMode):
+        mode = self._away()
+        if isinstance(mode, ThreadedMode):
             return mode.thread.call(self._stats_here)
         return self._stats_here()
 

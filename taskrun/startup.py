@@ -120,7 +120,8 @@ def stop_mode(
         else:
             wait = None if timeout is None else timeout + 30.0
             thread.call(stop_here, timeout, timeout=wait)
-        thread.stop()
+        if isinstance(thread, HubThread):
+            thread.stop()
     elif isinstance(mode, SubmitOnlyMode):
         runner._accepting = False
         runner._stopped = True

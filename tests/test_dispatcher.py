@@ -173,6 +173,41 @@ def test_thread_job_runs_in_another_os_thread(runner: TaskRunner) -> None:
     assert ident.delay().get(timeout=5) != get_ident()
 
 
+def test_a_thread_job_submits_looks_up_and_cancels_jobs_that_run_on_the_main_hub(
+    make_runner: Callable[..., TaskRunner],
+) -> None:
+    runner = make_runner(concurrency=20, max_pending=50)
+    main_hub = gevent.get_hub()
+    hubs: list[bool] = []
+
+    @runner.task
+    def child(x: int) -> int:
+        hubs.append(gevent.get_hub() is main_hub)
+        return x * 2
+
+    @runner.task
+    def idle() -> None:
+        gevent.sleep(60)
+
+    @runner.task(executor="thread", timeout=20)
+    def parent(x: int) -> list[Any]:
+        now = [child.delay(x + i) for i in range(3)]
+        later = child.apply_async(args=(x,), countdown=0.01)
+        scheduled = idle.apply_async(countdown=600)
+        found = runner.job(scheduled.id)
+        first = child.apply_async(args=(0,), countdown=600, unique_key=f"k{x}")
+        second = child.apply_async(args=(0,), countdown=600, unique_key=f"k{x}")
+        cancelled = scheduled.cancel() and first.cancel()
+        values = [job.get(timeout=10) for job in [*now, later]]
+        return [*values, found is scheduled, first.id == second.id, cancelled]
+
+    parents = [parent.delay(10 * n) for n in range(8)]
+
+    results = [job.get(timeout=30) for job in parents]
+    assert results == [[20 * n, 20 * n + 2, 20 * n + 4, 20 * n, True, True, True] for n in range(8)]
+    assert hubs == [True] * 32  # every child ran on the runner's hub, none on a pool thread's
+
+
 def test_thread_job_past_its_timeout_fails_and_its_late_result_is_discarded(
     runner: TaskRunner, wait_for: Wait
 ) -> None:

@@ -27,7 +27,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("executors", "admission", "dispatcher", "monitor"),
     ("scheduler", "periodic"),
     ("tasks", "registry", "settings", "routing", "checks", "machine"),
-    ("hub_thread", "threaded", "modes", "startup", "engines"),
+    ("hub_inbox", "hub_thread", "threaded", "modes", "startup", "engines"),
     ("runner",),
     ("loading", "logs", "metrics", "multiproc"),
     ("wsgi", "flask", "gunicorn", "cli", "__main__", "__init__"),
