@@ -1,4 +1,6 @@
-"""Prometheus metrics of a runner, fed by :mod:`taskrun.signals` (``pip install taskrun[metrics]``).
+"""Prometheus metrics of a runner, fed by :mod:`taskrun.signals`.
+
+Needs the ``metrics`` extra (``pip install 'taskrun-gevent[metrics]'``).
 
 Importing this module imports ``prometheus_client``; taskrun imports it only
 when metrics are on (``TASKRUN_METRICS = True``, or a call of
