@@ -16,14 +16,18 @@ deploy or a server running for ever.
 
 from __future__ import annotations
 
+import json
 import re
+import signal
 import subprocess
 import sys
 import textwrap
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import serving_helpers
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted((ROOT / "docs").glob("**/*.md")) + [ROOT / "README.md"]
@@ -137,3 +141,51 @@ def test_page_samples_run(page: Path, tmp_path: Path) -> None:
             f"{block.id}: the sample failed (exit {done.returncode}):\n{block.code}\n"
             f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
         )
+
+
+def _file_block(page: str, name: str) -> str:
+    """Return the block of ``page`` marked ``<!-- file: name -->``."""
+    [block] = [b for b in PAGE_BLOCKS[ROOT / page] if b.file == name]
+    return block.code
+
+
+@pytest.mark.slow
+def test_the_getting_started_app_runs_under_the_documented_gunicorn_config(
+    tmp_path: Path,
+) -> None:
+    """``shop.py`` of the first page, served by the deployment page's gunicorn.conf.py.
+
+    A background view answers 202, any worker answers its status once it
+    succeeded, and SIGTERM stops gunicorn cleanly: what a newcomer does.
+    """
+    (tmp_path / "shop.py").write_text(_file_block("docs/getting-started.md", "shop.py"))
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(_file_block("docs/deployment.md", "gunicorn.conf.py"))
+    store = tmp_path / "var" / "taskrun.db"
+    store.parent.mkdir(mode=0o700)
+    env = {
+        **serving_helpers.app_env(tmp_path),
+        "PYTHONPATH": str(tmp_path),
+        "TMPDIR": str(tmp_path),
+        "FLASK_TASKRUN_STORE": f"sqlite:///{store}",
+    }
+    command = [sys.executable, "-m", "gunicorn", "-c", str(conf), "-w", "2", "--bind"]
+    command += ["127.0.0.1:0", "--no-control-socket", "shop:create_app()"]
+    with serving_helpers.run_process(command, env, tmp_path / "gunicorn.log") as served:
+        url = serving_helpers.gunicorn_url(served, 40.0)
+        serving_helpers.wait_workers_ready(served, 2, 40.0)
+        request = urllib.request.Request(url + "/reports/2026", method="POST")
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 202
+            location = answer.headers["Location"]
+
+        def succeeded() -> dict[str, object] | None:
+            status, body, _ = serving_helpers.http_get(url + location)
+            document = json.loads(body) if status == 200 else {}
+            return document if document.get("state") == "SUCCESS" else None
+
+        document = serving_helpers.wait_for(succeeded, 20.0, "the report job to succeed")
+        assert document["result"] == {"year": 2026, "rows": 3}
+        assert store.exists()
+        served.signal(signal.SIGTERM)
+        assert served.wait_exit(40.0) == 0
