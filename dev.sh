@@ -100,10 +100,11 @@ ensure_doc_packages() {
 (sudo $install), then run again"
 }
 
-# Warnings are errors: a broken reference (-n), a missing docstring of a public
+# A fresh read every time (-E: autodoc pages depend on the code, which Sphinx does not
+# track), and warnings are errors: a broken reference (-n), a missing docstring of a public
 # name or a bad page fails the build (docs/_ext/taskrun_docs.py adds the checks).
 build_docs() {
-    "$VENV/bin/sphinx-build" -W -n --keep-going -q -b html docs docs/_build/html "$@"
+    "$VENV/bin/sphinx-build" -E -W -n --keep-going -q -b html docs docs/_build/html "$@"
 }
 
 run_tests() {

@@ -5,9 +5,13 @@
   ``taskrun.flask.extension``'s key tables), so the reference cannot drift.
 * ``{taskrun-flask-keys}`` renders the ``TASKRUN_*`` keys that are not runner
   options; a key the code knows and this table does not describe is a warning.
+* ``{taskrun-task-options}`` renders the options of ``@runner.task`` and
+  ``@runner.periodic`` from their signatures and docstrings.
+* ``{taskrun-serve-help}`` and ``{taskrun-flask-cli}`` print the CLI's own help.
 * A public object documented without a docstring is a warning, and so is a
   public name (in ``taskrun``'s re-exports or a module's ``__all__``) that
   no page documents.
+* Every error class ``taskrun`` exports has a row on ``reference/errors.md``.
 * A reference to ``taskrun.<module>.<Name>`` resolves to the re-exported
   ``taskrun.<Name>`` when both are the same object.
 """
@@ -77,12 +81,32 @@ FLASK_KEYS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def _params(doc: str) -> dict[str, str]:
-    """Return the ``:param name: text`` fields of a docstring, each joined on one line."""
+_FIELD_END = r"(?=\n\s*:(?:param|raises|returns|rtype|type)\b|\n\s*\n|\Z)"
+
+
+def _params(doc: str, owner: str = "taskrun") -> dict[str, str]:
+    """Return the ``:param name: text`` fields of a docstring as one-line Markdown.
+
+    reST markup becomes MyST: ``:class:`~x.Y``` a role, double backquotes
+    code; a role's target without a dot is taken as a member of ``owner``.
+    """
     found: dict[str, str] = {}
-    for match in re.finditer(r":param (\w+):(.*?)(?=\n\s*:|\Z)", inspect.cleandoc(doc), re.S):
-        found[match.group(1)] = " ".join(match.group(2).split())
+    for match in re.finditer(r":param (\w+):(.*?)" + _FIELD_END, inspect.cleandoc(doc), re.S):
+        found[match.group(1)] = _myst(" ".join(match.group(2).split()), owner)
     return found
+
+
+def _myst(text: str, owner: str) -> str:
+    """Turn a line of reST (roles, double backquotes) into MyST Markdown."""
+
+    def role(match: re.Match[str]) -> str:
+        kind, target = match.group(1), match.group(2)
+        if "." not in target.lstrip("~"):
+            target = f"~{owner}.{target.lstrip('~')}"
+        return f"{{py:{kind}}}`{target}`"
+
+    text = re.sub(r":(class|meth|func|mod|data|attr|exc):`([^`]+)`", role, text)
+    return re.sub(r"``([^`]+)``", r"`\1`", text)
 
 
 def _default(value: Any) -> str:
@@ -90,6 +114,8 @@ def _default(value: Any) -> str:
         return "(required)"
     if type(value).__name__ == "Default":
         return "derived (see the option)"
+    if isinstance(value, tuple) and value and all(inspect.isclass(v) for v in value):
+        return f"``({', '.join(v.__name__ for v in value)},)``"
     return f"``{value!r}``"
 
 
@@ -110,7 +136,7 @@ def options_table() -> list[str]:
     from taskrun.flask.extension import RUNNER_OPTIONS
 
     key_of = {option: key for key, option in RUNNER_OPTIONS.items()}
-    docs = _params(TaskRunner.__doc__ or "")
+    docs = _params(TaskRunner.__doc__ or "", "taskrun.TaskRunner")
     rows = []
     for name, param in inspect.signature(TaskRunner.__init__).parameters.items():
         if name in ("self", "app"):
@@ -152,6 +178,74 @@ def flask_keys_table() -> list[str]:
     return _table(["key", "type", "default", "env form", "what"], rows)
 
 
+def task_options_table() -> list[str]:
+    """The options of ``@runner.task`` and ``@runner.periodic``, as Markdown table lines."""
+    from taskrun.options import TaskOptions
+    from taskrun.registry import TaskRegistry
+
+    docs = {
+        **_params(TaskOptions.__doc__ or "", "taskrun.options"),
+        **_params(TaskRegistry.task.__doc__ or "", "taskrun.TaskRunner"),
+    }
+    periodic_docs = _params(TaskRegistry.periodic.__doc__ or "", "taskrun.TaskRunner")
+    task_params = inspect.signature(TaskRegistry.task).parameters
+    rows = []
+    for decorator, params in (
+        ("both", task_params),
+        ("`periodic`", inspect.signature(TaskRegistry.periodic).parameters),
+    ):
+        for name, param in params.items():
+            if param.kind is not inspect.Parameter.KEYWORD_ONLY:
+                continue
+            if decorator != "both" and name in task_params:
+                continue
+            what = docs.get(name) if decorator == "both" else periodic_docs.get(name)
+            if not what:
+                logger.warning("task option %r has no :param: in the code's docstrings", name)
+            rows.append(
+                [f"`{name}`", decorator, f"`{param.annotation}`", _default(param.default), what or ""]
+            )
+    return _table(["option", "of", "type", "default", "what"], rows)
+
+
+def _literal(text: str) -> list[str]:
+    return ["```text", *text.rstrip().splitlines(), "```"]
+
+
+def serve_help() -> list[str]:
+    """``taskrun --help`` and ``taskrun serve --help``, as printed."""
+    import contextlib
+    import io
+    import os
+
+    from taskrun.cli import build_parser
+
+    lines: list[str] = []
+    os.environ["COLUMNS"] = "88"  # argparse wraps to the terminal: make it the same everywhere
+    for argv in (["--help"], ["serve", "--help"]):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+            build_parser().parse_args(argv)
+        lines += _literal(f"$ taskrun {' '.join(argv)}\n" + out.getvalue())
+    return lines
+
+
+def flask_cli_help() -> list[str]:
+    """Each ``flask taskrun`` command's ``--help``, as click prints it."""
+    import click
+
+    from taskrun.flask.cli import taskrun_command
+
+    lines: list[str] = []
+    group_ctx = click.Context(taskrun_command, info_name="flask taskrun", terminal_width=88)
+    for name in taskrun_command.list_commands(group_ctx):
+        command = taskrun_command.get_command(group_ctx, name)
+        assert command is not None
+        ctx = click.Context(command, info_name=name, parent=group_ctx)
+        lines += [f"### `flask taskrun {name}`", "", *_literal(command.get_help(ctx)), ""]
+    return lines
+
+
 class _Generated(SphinxDirective):
     """Parse generated Markdown lines in place of the directive."""
 
@@ -172,6 +266,18 @@ class OptionsTable(_Generated):
 
 class FlaskKeysTable(_Generated):
     lines = staticmethod(flask_keys_table)
+
+
+class TaskOptionsTable(_Generated):
+    lines = staticmethod(task_options_table)
+
+
+class ServeHelp(_Generated):
+    lines = staticmethod(serve_help)
+
+
+class FlaskCliHelp(_Generated):
+    lines = staticmethod(flask_cli_help)
 
 
 def _public_names(module_name: str) -> list[str]:
@@ -310,7 +416,19 @@ def _resolve(app: Sphinx, env: Any, node: Any, contnode: Any) -> Any:
     return None
 
 
+def _check_errors_page(app: Sphinx) -> None:
+    """Every error class taskrun exports has a row on the errors page."""
+    import taskrun
+
+    page = (app.srcdir / "reference" / "errors.md").read_text(encoding="utf-8")
+    for name, value in vars(taskrun).items():
+        if inspect.isclass(value) and issubclass(value, taskrun.TaskrunError):
+            if f"| `{name}` |" not in page:
+                logger.warning("error %s has no row in reference/errors.md", name)
+
+
 def _check_complete(app: Sphinx, env: Any) -> None:
+    _check_errors_page(app)
     _BY_ID.clear()  # the objects are all read now
     documented = set(env.get_domain("py").data["objects"])
     by_id = _documented_by_identity(env)
@@ -328,6 +446,9 @@ def _check_complete(app: Sphinx, env: Any) -> None:
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("taskrun-options", OptionsTable)
     app.add_directive("taskrun-flask-keys", FlaskKeysTable)
+    app.add_directive("taskrun-task-options", TaskOptionsTable)
+    app.add_directive("taskrun-serve-help", ServeHelp)
+    app.add_directive("taskrun-flask-cli", FlaskCliHelp)
     app.connect("autodoc-process-docstring", _check_docstring)
     app.connect("missing-reference", _resolve)
     app.connect("env-check-consistency", _check_complete)
