@@ -202,9 +202,8 @@ def task_options_table() -> list[str]:
             what = docs.get(name) if decorator == "both" else periodic_docs.get(name)
             if not what:
                 logger.warning("task option %r has no :param: in the code's docstrings", name)
-            rows.append(
-                [f"`{name}`", decorator, f"`{param.annotation}`", _default(param.default), what or ""]
-            )
+            kind, default = f"`{param.annotation}`", _default(param.default)
+            rows.append([f"`{name}`", decorator, kind, default, what or ""])
     return _table(["option", "of", "type", "default", "what"], rows)
 
 
