@@ -5,6 +5,8 @@
 #   bash dev.sh test [ARGS]   # create .venv if needed, install (and chromium, as root on
 #                             # Debian), run ruff, mypy and the tests
 #   bash dev.sh bench [ARGS]  # create .venv if needed, install, run the benchmarks
+#   bash dev.sh docs          # create .venv if needed, install (and Debian's doc packages,
+#                             # as root), build the docs into docs/_build/html
 #
 # Needs Python 3.11 or newer (set PYTHON=/path/to/python3.x to choose one)
 # and access to PyPI the first time.  ARGS go to pytest or bench/run.py.
@@ -72,6 +74,39 @@ ensure_chromium() {
 install it (Debian/Ubuntu: sudo apt-get update && sudo apt-get install -y chromium), then run again"
 }
 
+# The docs link to Python, Flask, Werkzeug, blinker, gevent and Celery through
+# the objects.inv inventories of Debian's documentation packages (the build has
+# no network); docs/conf.py reads them from /usr/share/doc.
+DOC_PACKAGES=(python3-doc python-flask-doc python-werkzeug-doc python-blinker-doc
+    python-gevent-doc python-celery-doc)
+
+ensure_doc_packages() {
+    local missing=() pkg
+    for pkg in "${DOC_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' ||
+            missing+=("$pkg")
+    done
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    local install="apt-get update && apt-get install -y --no-install-recommends ${missing[*]}"
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "the docs' inventories are missing; installing: ${missing[*]}"
+        if apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+            --no-install-recommends "${missing[@]}" >/dev/null; then
+            return 0
+        fi
+        die "could not install the docs' inventories with: $install"
+    fi
+    die "the docs build needs Debian's documentation packages ${missing[*]}; install them \
+(sudo $install), then run again"
+}
+
+# A fresh read every time (-E: autodoc pages depend on the code, which Sphinx does not
+# track), and warnings are errors: a broken reference (-n), a missing docstring of a public
+# name or a bad page fails the build (docs/_ext/taskrun_docs.py adds the checks).
+build_docs() {
+    "$VENV/bin/sphinx-build" -E -W -n --keep-going -q -b html docs docs/_build/html "$@"
+}
+
 run_tests() {
     local failed=()
     say "ruff check"
@@ -80,6 +115,8 @@ run_tests() {
     "$VENV/bin/ruff" format --check . || failed+=("ruff format (run: $VENV/bin/ruff format .)")
     say "mypy"
     "$VENV/bin/mypy" || failed+=("mypy")
+    say "docs (sphinx-build -W -n into docs/_build/html)"
+    build_docs || failed+=("docs build (run: bash dev.sh docs)")
     say "pytest (monkey-patched by scripts/pytest_gevent.py)"
     local code=0
     "$PY" scripts/pytest_gevent.py -q "$@" || code=$?
@@ -108,7 +145,16 @@ test)
     shift
     setup
     ensure_chromium
+    ensure_doc_packages
     run_tests "$@"
+    ;;
+docs)
+    shift
+    setup
+    ensure_doc_packages
+    say "building the docs into docs/_build/html"
+    build_docs "$@"
+    say "open docs/_build/html/index.html"
     ;;
 bench)
     shift
@@ -116,7 +162,7 @@ bench)
     exec "$PY" bench/run.py "$@"
     ;;
 *)
-    printf 'usage: bash dev.sh demo | test [pytest args] | bench [bench args]\n' >&2
+    printf 'usage: bash dev.sh demo | test [pytest args] | bench [bench args] | docs\n' >&2
     exit 2
     ;;
 esac

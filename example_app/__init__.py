@@ -9,6 +9,10 @@ an SMTP server that saves the emails to a folder.  Serve it otherwise with::
     taskrun serve 'example_app:create_app()'
     gunicorn -k taskrun.gunicorn.GeventWorker example_app.wsgi:app
 
+which do not start the SMTP server: run ``python -m example_app.mailsink
+--port 8025 --dir instance/mail`` beside them, or the welcome emails retry
+(5 times, with back-off) and then fail.
+
 Configuration (``create_app(config)``, or ``FLASK_<KEY>`` environment
 variables, e.g. ``FLASK_SMTP_PORT=2525`` or ``FLASK_TASKRUN_CONCURRENCY=50``):
 

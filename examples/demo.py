@@ -1,6 +1,8 @@
 """A tour of taskrun in one process: background jobs, a retry, a delayed job, a timeout.
 
-Run it with ``bash dev.sh demo`` (or ``.venv/bin/python examples/demo.py``).
+Run it with ``.venv/bin/python examples/demo.py`` (after ``bash dev.sh test`` or
+``bash dev.sh demo`` has made ``.venv``; ``bash dev.sh demo`` itself runs the example
+Flask app in ``example_app/``, not this script).
 """
 
 from __future__ import annotations

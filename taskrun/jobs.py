@@ -182,10 +182,15 @@ class Job(Generic[R]):
         state: JobState = JobState.PENDING,
         enqueued: float = 0.0,
     ) -> None:
+        #: The job's id: 128 random bits, URL-safe; give it to the client to look the job up.
         self.id: str = job_id or new_job_id()
+        #: The task this job runs (a :class:`~taskrun.Task`; its ``name`` is the task's name).
         self.task = task
+        #: The positional arguments the job runs with.
         self.args = args
+        #: The keyword arguments the job runs with (``None`` for none).
         self.kwargs = kwargs
+        #: Where the job is in its life: a :class:`~taskrun.JobState`.
         self.state: JobState = state
         self._enqueued = enqueued
         #: When a scheduled or retrying job is due (POSIX seconds), else 0.

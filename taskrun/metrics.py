@@ -1,23 +1,25 @@
-"""Prometheus metrics of a runner, fed by :mod:`taskrun.signals` (``pip install taskrun[metrics]``).
+"""Prometheus metrics of a runner, fed by :mod:`taskrun.signals`.
+
+Needs the ``metrics`` extra (``pip install 'taskrun-gevent[metrics]'``).
 
 Importing this module imports ``prometheus_client``; taskrun imports it only
 when metrics are on (``TASKRUN_METRICS = True``, or a call of
 :func:`runner_metrics`).  Series:
 
-=====================================  =========  ===========================================
-name                                   type       what
-=====================================  =========  ===========================================
-``taskrun_jobs_total{task,state}``     counter    jobs finished: SUCCESS, FAILURE, CANCELLED
-``taskrun_job_retries_total{task}``    counter    attempts that failed and will run again
-``taskrun_job_duration_seconds{task}`` histogram  how long each attempt ran
-``taskrun_job_wait_seconds{task}``     histogram  from due (accepted, eta or retry) to start
-``taskrun_jobs_running``               gauge      jobs running now
-``taskrun_jobs_waiting``               gauge      due jobs waiting for a free worker
-``taskrun_jobs_scheduled``             gauge      jobs waiting for their eta or a retry
-``taskrun_periodic_skipped_total``     counter    periodic slots not run, ``{task,reason}``
-``taskrun_loop_blocked_seconds``       histogram  stretches a greenlet held the event loop
-``taskrun_store_commit_seconds``       histogram  the SQLite store writer's commits
-=====================================  =========  ===========================================
+======================================  =========  ==========================================
+name                                    type       what
+======================================  =========  ==========================================
+``taskrun_jobs_total{task,state}``      counter    jobs finished: SUCCESS, FAILURE, CANCELLED
+``taskrun_job_retries_total{task}``     counter    attempts that failed and will run again
+``taskrun_job_duration_seconds{task}``  histogram  how long each attempt ran
+``taskrun_job_wait_seconds{task}``      histogram  from due (accepted, eta or retry) to start
+``taskrun_jobs_running``                gauge      jobs running now
+``taskrun_jobs_waiting``                gauge      due jobs waiting for a free worker
+``taskrun_jobs_scheduled``              gauge      jobs waiting for their eta or a retry
+``taskrun_periodic_skipped_total``      counter    periodic slots not run, ``{task,reason}``
+``taskrun_loop_blocked_seconds``        histogram  stretches a greenlet held the event loop
+``taskrun_store_commit_seconds``        histogram  the SQLite store writer's commits
+======================================  =========  ==========================================
 
 **Cost.**  A job costs a counter and two histograms; updating
 ``prometheus_client`` objects takes microseconds, as long as the job itself.

@@ -539,8 +539,18 @@ class TaskRunner(TaskRegistry):
         deadline = None if limit is None else time.monotonic() + limit
         # A thread with no hub (the runner on a thread of its own) sleeps for real.
         sleep = gevent.sleep if get_hub_if_exists() is not None else time.sleep
+        is_idle = self._router.is_idle
+        mode = self._mode
+        if mode is not None and not mode.here() and isinstance(mode, ThreadedMode):
+            # Asked on the runner's own thread: from another thread a periodic slot
+            # between leaving the timer and reaching the pool would look idle.
+            thread, here = mode.thread, self._router.is_idle
+
+            def is_idle() -> bool:
+                return thread.call(here)
+
         sleep(0)  # let what was just submitted or woken start
-        while not self._router.is_idle():
+        while not is_idle():
             if deadline is not None and time.monotonic() >= deadline:
                 return False
             sleep(JOIN_POLL)

@@ -11,22 +11,22 @@ one runner or, connected without a sender, to all::
     def report(sender, job, exc, **extra):
         sentry_sdk.capture_exception(exc)
 
-========================  ===================================================  =====================
-signal                    sent when                                            keyword arguments
-========================  ===================================================  =====================
-``job_enqueued``          a job is accepted (``delay``, periodic run, retry()) ``job``
-``job_started``           an attempt starts running                            ``job``
-``job_succeeded``         a job ends SUCCESS                                   ``job``
-``job_failed``            a job ends FAILURE (no retry left)                   ``job``, ``exc``
-``job_retrying``          an attempt failed and the job will run again         ``job``, ``exc``
-``job_cancelled``         a job ends CANCELLED (by ``cancel()`` or a stop)     ``job``
-``periodic_skipped``      a periodic slot did not run (pool full, overlap)     ``task``, ``reason``
-``runner_started``        ``start()`` finished: the runner accepts jobs       (none)
-``runner_stopping``       ``stop()`` began: no more jobs are accepted          (none)
-``runner_stopped``        ``stop()`` finished: jobs drained, the store closed  (none)
-``loop_blocked``          a greenlet held the event loop (the monitor is on)   ``job``, ``seconds``
-``store_committed``       the SQLite store's writer committed a batch          ``seconds``, ``rows``
-========================  ===================================================  =====================
+====================  ====================================================  =====================
+signal                sent when                                             keyword arguments
+====================  ====================================================  =====================
+``job_enqueued``      a job is accepted (``delay``, periodic run, retry())  ``job``
+``job_started``       an attempt starts running                             ``job``
+``job_succeeded``     a job ends SUCCESS                                    ``job``
+``job_failed``        a job ends FAILURE (no retry left)                    ``job``, ``exc``
+``job_retrying``      an attempt failed and the job will run again          ``job``, ``exc``
+``job_cancelled``     a job ends CANCELLED (by ``cancel()`` or a stop)      ``job``
+``periodic_skipped``  a periodic slot did not run (pool full, overlap)      ``task``, ``reason``
+``runner_started``    ``start()`` finished: the runner accepts jobs         (none)
+``runner_stopping``   ``stop()`` began: no more jobs are accepted           (none)
+``runner_stopped``    ``stop()`` finished: jobs drained, the store closed   (none)
+``loop_blocked``      a greenlet held the event loop (the monitor is on)    ``job``, ``seconds``
+``store_committed``   the SQLite store's writer committed a batch           ``seconds``, ``rows``
+====================  ====================================================  =====================
 
 Receivers run in the greenlet where the change happens (a worker, the timer,
 the caller of ``delay()``), synchronously: keep them short and never block.

@@ -358,3 +358,35 @@ def test_a_unique_key_holds_across_plain_threads(tmp_path: Path) -> None:
     )
 
     assert out == {"same": True, "value": 1}
+
+
+def test_join_waits_for_periodic_slots_a_manual_clock_made_due(tmp_path: Path) -> None:
+    # Asked from the caller's thread, join() could take a slot that came due for
+    # idle: in about every other process it then lagged one slot behind for good.
+    # Four processes make a miss near certain.
+    for _ in range(4):
+        out, _ = run_unpatched(
+            """
+            from datetime import UTC, datetime, timedelta
+            from taskrun import ManualClock, every
+
+            clock = ManualClock(datetime(2026, 3, 2, 12, 0, tzinfo=UTC))
+            runner = TaskRunner(clock=clock, lock_path=None)
+            runs = []
+
+            @runner.periodic(every(minutes=5), pass_slot=True)
+            def poll(slot):
+                runs.append(slot)
+
+            seen = []
+            with runner:
+                for _ in range(10):
+                    clock.advance(timedelta(minutes=5))
+                    assert runner.join(timeout=10)
+                    seen.append(len(runs))
+            print(json.dumps({"seen": seen}))
+            """,
+            tmp_path,
+        )
+
+        assert out["seen"] == list(range(1, 11))

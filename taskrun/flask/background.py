@@ -43,18 +43,17 @@ class RequestData:
     one.  It holds the query string, the form fields and the JSON body as
     they were when the request came; not files, headers or the session
     (save an upload in a normal view and pass its path to a task).
-
-    :param method: the HTTP method, e.g. ``"POST"``.
-    :param path: the request path, e.g. ``"/reports/2026"``.
-    :param args: the query string, as ``request.args`` (``.get(key, type=int)`` works).
-    :param form: the form fields, as ``request.form``.
-    :param json: the JSON body as ``request.get_json(silent=True)`` returned it, or ``None``.
     """
 
+    #: The HTTP method, e.g. ``"POST"``.
     method: str
+    #: The request path, e.g. ``"/reports/2026"``.
     path: str
+    #: The query string, as ``request.args`` (``.get(key, type=int)`` works).
     args: ImmutableMultiDict[str, str] = field(default_factory=ImmutableMultiDict)
+    #: The form fields, as ``request.form``.
     form: ImmutableMultiDict[str, str] = field(default_factory=ImmutableMultiDict)
+    #: The JSON body as ``request.get_json(silent=True)`` returned it, or ``None``.
     json: Any = None
 
     @classmethod

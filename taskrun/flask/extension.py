@@ -40,7 +40,7 @@ RUNNER_OPTIONS: dict[str, str] = {
 #: The key for where the status endpoint lives: ``<prefix>/<job id>``.
 STATUS_URL_PREFIX = "TASKRUN_STATUS_URL_PREFIX"
 DEFAULT_STATUS_URL_PREFIX = "/taskrun/jobs"
-#: Serve Prometheus metrics (``pip install taskrun[metrics]``), where, and to whom.
+#: Serve Prometheus metrics (``pip install taskrun-gevent[metrics]``), where, and to whom.
 METRICS = "TASKRUN_METRICS"
 METRICS_URL = "TASKRUN_METRICS_URL"
 DEFAULT_METRICS_URL = "/taskrun/metrics"
@@ -216,7 +216,7 @@ def _metrics_config(config: Mapping[str, Any]) -> tuple[str, bool] | None:
     if importlib.util.find_spec("prometheus_client") is None:
         raise ConfigError(
             f"app.config[{METRICS!r}] is True but prometheus_client is not installed; "
-            "install it with: pip install 'taskrun[metrics]'"
+            "install it with: pip install 'taskrun-gevent[metrics]'"
         )
     return url, bool(config.get(METRICS_PUBLIC, False))
 

@@ -126,15 +126,25 @@ def missed_slots(
 class PeriodicInfo:
     """A snapshot of one periodic job, for monitoring (``runner.periodic_jobs()``)."""
 
+    #: The periodic task's name (its module and function, e.g. ``shop.tasks.warm_cache``).
     name: str
+    #: The schedule as written, e.g. ``crontab('*/15 * * * *', tz='Europe/Berlin')``.
     schedule: str
+    #: The next slot this process's timer waits for (aware UTC), or ``None`` if disabled.
     next_run: datetime | None
+    #: The latest slot that ran (aware UTC; machine-wide with a shared store), or ``None``.
     last_run: datetime | None
+    #: The state of the latest run this process started, or ``None``.
     last_state: JobState | None
+    #: Slots this process ran.
     runs: int
+    #: Slots skipped because the previous run was unfinished (``overlap=False``).
     skipped_overlap: int
+    #: Slots skipped because the pool and backlog were full.
     skipped_full: int
+    #: Slots dropped: coalesced after a late wake-up, or later than ``misfire_grace``.
     missed: int
+    #: Whether this process leads the periodic jobs (holds the leader lock).
     is_leader: bool
     #: Why the job no longer runs (its schedule or its timing raised), or ``None``.
     disabled: str | None = None
