@@ -38,6 +38,8 @@ from taskrun import signals, startup
 from taskrun.checks import late_ssl_problem, reloader_parent_problem
 from taskrun.clock import Clock, SystemClock
 from taskrun.dispatcher import Dispatcher
+from taskrun.engines.base import Engine
+from taskrun.engines.local import LocalEngine
 from taskrun.errors import ConfigError, RunnerNotRunning
 from taskrun.jobs import Job, JobState
 from taskrun.machine import machine_periodic, machine_stats
@@ -57,6 +59,8 @@ from taskrun.validation import DEFAULT, Default, seconds
 
 logger = logging.getLogger(__name__)
 
+#: The environment variable naming a broker when ``broker=`` is not given (read at start).
+BROKER_ENV = "TASKRUN_BROKER_URL"
 #: How often (seconds) :meth:`TaskRunner.join` looks whether the runner is idle.
 JOIN_POLL = 0.001
 
@@ -108,6 +112,14 @@ class TaskRunner(TaskRegistry):
         before a warning names it (see :mod:`taskrun.monitor`); ``None`` for
         off.  Default: 0.5 under ``taskrun serve`` and the gunicorn worker,
         off elsewhere (your own server, tests).
+    :param broker: a ``redis://`` URL: jobs then run on Celery workers started
+        with ``taskrun worker`` (``pip install 'taskrun[celery]'``), and this
+        process only submits and looks them up (and leads the periodic
+        jobs); see :mod:`taskrun.engines.celery`.  Default: the environment
+        variable ``TASKRUN_BROKER_URL`` if set (read at :meth:`start`), else none.
+    :param broker_visibility_timeout: seconds after which Redis gives an
+        unacknowledged job to another worker (a worker that died mid-job);
+        longer countdowns, etas, retry waits and timeouts are refused.
     :raises ConfigError: for an out-of-range option.
     """
 
@@ -128,6 +140,8 @@ class TaskRunner(TaskRegistry):
         store: str | os.PathLike[str] | ResultStore | None = None,
         max_arg_bytes: int = DEFAULT_MAX_ARG_BYTES,
         blocking_warning: float | None | Default = DEFAULT,
+        broker: str | None = None,
+        broker_visibility_timeout: float | timedelta = 3600.0,
     ) -> None:
         super().__init__()
         settings = RunnerSettings(
@@ -143,6 +157,10 @@ class TaskRunner(TaskRegistry):
             store=store,
             max_arg_bytes=max_arg_bytes,
             blocking_warning=blocking_warning,
+            broker=broker,
+            broker_visibility_timeout=seconds(
+                "broker_visibility_timeout", broker_visibility_timeout, positive=True
+            ),
         )
         self.clock: Clock = clock or SystemClock()
         #: The app's directory (``app.root_path``, set by ``init_app``): part of the
@@ -159,6 +177,8 @@ class TaskRunner(TaskRegistry):
         )
         self._scheduler = Scheduler(self.clock, self._dispatcher, job_store)
         self._router = JobRouter(self._dispatcher, self._scheduler, self.clock, settings, job_store)
+        #: Where every job not run inline goes: this process (or Celery workers, see start()).
+        self._engine: Engine = LocalEngine(self._router)
         # Signals name the runner as their sender.
         self._dispatcher.sender = self._router.sender = self
         self._serving = False
@@ -366,7 +386,11 @@ class TaskRunner(TaskRegistry):
             if self._accepting:
                 return self
             if not run_jobs:
-                self._mode = startup.submit_only(self)
+                broker = None if self.eager else self.broker_url
+                if broker is not None:
+                    self._open_broker(broker)  # jobs go to Celery; no timer, no leader
+                else:
+                    self._mode = startup.submit_only(self)
                 self._accepting = True
                 return self
             if not self.eager:
@@ -389,11 +413,14 @@ class TaskRunner(TaskRegistry):
         if not self.eager and lock_path is not None and self._periodic and self._leader is None:
             # Before the store opens: a lock that cannot be used leaves nothing open.
             self._leader = LeaderLock(self._default_leader_path(lock_path))
+        broker = None if self.eager else self.broker_url
+        if broker is not None:
+            self._open_broker(broker)  # before the store: Redis down leaves nothing open
         self.store.open()
         try:
             self._dispatcher.open()
             if not self.eager:
-                self._scheduler.start(self._router, self._periodic, self._leader)
+                self._scheduler.start(self._engine, self._periodic, self._leader)
                 self._start_monitor()
         except BaseException:
             self._undo_start()
@@ -403,6 +430,39 @@ class TaskRunner(TaskRegistry):
         logger.info("taskrun started: concurrency=%d", self._dispatcher.concurrency)
         if signals.runner_started.receivers:
             signals.send(signals.runner_started, self)
+
+    @property
+    def broker_url(self) -> str | None:
+        """The broker jobs go to: ``broker=``, else ``$TASKRUN_BROKER_URL``, else ``None``."""
+        return self._router.settings.broker or os.environ.get(BROKER_ENV) or None
+
+    @property
+    def engine(self) -> Engine:
+        """Where jobs not run inline go: this process, or (once started with a broker) Celery."""
+        return self._engine
+
+    def _open_broker(self, url: str) -> None:
+        """Make and open the Celery engine (celery is imported only here).
+
+        :raises ConfigError: for a task option that Celery workers cannot hold
+            (``max_running``, ``rate_limit``), or a bad ``TASKRUN_BROKER_URL``.
+        :raises BrokerError: if Redis does not answer at ``url``.
+        """
+        from taskrun.engines.celery.engine import CeleryEngine, EngineConfig
+        from taskrun.engines.celery.limits import check_tasks
+
+        settings = self._router.settings.configured(broker=url)  # checks an environment URL
+        check_tasks(self.tasks.values())
+        config = EngineConfig(
+            url,
+            settings.name or "default",
+            settings.result_ttl,
+            settings.broker_visibility_timeout,
+        )
+        engine = CeleryEngine(config, self.clock, lambda: self.tasks, self)
+        engine.open()
+        self._engine = engine
+        logger.info("taskrun sends its jobs to Celery workers on %s", engine.records.url_shown)
 
     @property
     def runs_jobs(self) -> bool:
@@ -439,6 +499,15 @@ class TaskRunner(TaskRegistry):
                 self.store.close()
             except Exception:
                 logger.exception("taskrun could not close its store after a failed start")
+            self._close_engine()
+
+    def _close_engine(self) -> None:
+        """Close a Celery engine's connections; jobs go to this process's pool again."""
+        if self._engine.is_remote:
+            engine, self._engine = self._engine, LocalEngine(self._router)
+            close = getattr(engine, "close", None)
+            if close is not None:
+                close()
 
     def stop(self, timeout: float | timedelta | None = 30.0) -> None:
         """Stop in order: timer, admission, drain running jobs, kill what is left.
@@ -505,6 +574,7 @@ class TaskRunner(TaskRegistry):
             self._monitor.stop()
             self._monitor = None
         self.store.close()
+        self._close_engine()
         logger.info("taskrun stopped in %.1f s", time.monotonic() - began)
         if signals.runner_stopped.receivers:
             signals.send(signals.runner_stopped, self)
@@ -577,8 +647,9 @@ class TaskRunner(TaskRegistry):
         :raises QueueFull: if the backlog (or the scheduled set) is full.
         """
         mode = self._mode
-        if mode is None and self._accepting:  # the common case: running on this hub
-            return self._router.submit(
+        # The common case: running on this hub, or handing jobs to remote workers.
+        if self._accepting and (mode is None or self._engine.is_remote):
+            return self._engine.submit(
                 task, args, kwargs, countdown, eta, unique_key=unique_key, expires=expires
             )
         if not self._accepting and not self.eager:
@@ -608,10 +679,12 @@ class TaskRunner(TaskRegistry):
         """
         if not self._accepting:
             startup.start_at_first_use(self)
+        if self._engine.is_remote:
+            return self._engine.get(job_id)
         mode = self._mode
         if mode is not None and not mode.here():
             return mode.job(job_id)
-        return self._router.get(job_id)
+        return self._engine.get(job_id)
 
     def resume_job(self, job: Job[Any]) -> bool:
         """Queue a job taken over by a durable store from a dead or stopped process.
@@ -625,10 +698,12 @@ class TaskRunner(TaskRegistry):
 
     def cancel_job(self, job: Job[Any]) -> bool:
         """Cancel ``job`` (see :meth:`Job.cancel`); return whether it was unfinished."""
+        if self._engine.is_remote:
+            return self._engine.cancel(job)
         mode = self._mode
         if mode is not None and not mode.here():
             return bool(mode.cancel(job))
-        return self._router.cancel(job)
+        return self._engine.cancel(job)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every job accepted so far is durable and visible to other processes.

@@ -36,6 +36,8 @@ RUNNER_OPTIONS: dict[str, str] = {
     "TASKRUN_STORE": "store",
     "TASKRUN_MAX_ARG_BYTES": "max_arg_bytes",
     "TASKRUN_BLOCKING_WARNING": "blocking_warning",
+    "TASKRUN_BROKER_URL": "broker",
+    "TASKRUN_BROKER_VISIBILITY_TIMEOUT": "broker_visibility_timeout",
 }
 #: The key for where the status endpoint lives: ``<prefix>/<job id>``.
 STATUS_URL_PREFIX = "TASKRUN_STATUS_URL_PREFIX"
