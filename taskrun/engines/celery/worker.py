@@ -20,6 +20,8 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
+import gevent
+
 from taskrun.clock import Clock
 from taskrun.dispatcher import Dispatcher
 from taskrun.engines.celery.app import RUN_TASK
@@ -30,6 +32,7 @@ from taskrun.errors import ConfigError, JobCancelled, JobLost, NotSerializable
 from taskrun.executors import ContextFactory
 from taskrun.jobs import Job, JobState, TaskLike
 from taskrun.stores.memory import MemoryStore
+from taskrun.supervision import Supervisor, guarded
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -237,4 +240,28 @@ def serve(
     """
     body = WorkerBody(engine, tasks, context, threads, clock)
     register(engine, body)
-    engine.app.worker_main(worker_argv(engine, concurrency, log_level))
+    sweeper = gevent.spawn(_restore_unacked, engine)
+    try:
+        engine.app.worker_main(worker_argv(engine, concurrency, log_level))
+    finally:
+        sweeper.kill(block=False)
+
+
+def _restore_unacked(engine: CeleryEngine) -> None:
+    """Every few seconds, put the messages of dead workers back on the queue.
+
+    kombu's Redis transport sweeps for messages left unacknowledged past the
+    visibility timeout only when a poll comes back empty, which a gevent
+    worker's loop never sees (its ``BRPOP`` always answers); so a job whose
+    worker was killed would wait for a worker restart.  This greenlet does
+    the sweep (kombu's own, under its Redis mutex) on a timer of its own.
+    """
+    every = max(1.0, min(10.0, engine.config.visibility_timeout / 3))
+    supervisor = Supervisor("the unacknowledged-message sweep", logger)
+
+    def sweep() -> None:
+        with engine.app.connection_for_read() as connection:
+            connection.default_channel.qos.restore_visible(num=None, interval=1)
+
+    while True:
+        gevent.sleep(every + guarded(supervisor, "sweeping Redis", sweep))
