@@ -2,8 +2,9 @@
 # Set up taskrun's development environment and run the demo, the checks or the benchmarks.
 #
 #   bash dev.sh demo          # create .venv if needed, install, run the example app
-#   bash dev.sh test [ARGS]   # create .venv if needed, install (and chromium, as root on
-#                             # Debian), run ruff, mypy and the tests
+#   bash dev.sh test [ARGS]   # create .venv if needed, install (with the celery extra; and
+#                             # chromium and redis-server, as root on Debian), run ruff, mypy
+#                             # and the tests
 #   bash dev.sh bench [ARGS]  # create .venv if needed, install, run the benchmarks
 #
 # Needs Python 3.11 or newer (set PYTHON=/path/to/python3.x to choose one)
@@ -72,6 +73,26 @@ ensure_chromium() {
 install it (Debian/Ubuntu: sudo apt-get update && sudo apt-get install -y chromium), then run again"
 }
 
+# The Celery engine's tests (tests/test_engines_e2e.py) start Debian's redis-server.
+ensure_redis() {
+    command -v redis-server >/dev/null 2>&1 && return 0
+    local install="apt-get update && apt-get install -y redis-server"
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "redis-server is missing; the Celery engine's tests need it: $install"
+        if apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server &&
+            command -v redis-server >/dev/null 2>&1; then
+            # The package starts a system-wide server; the tests run their own on free ports.
+            say "installed $(redis-server --version 2>/dev/null)"
+            return 0
+        fi
+        die "could not install redis-server with: $install; the Celery engine's tests \
+(tests/test_engines_e2e.py) need it: install it, then run again"
+    fi
+    die "the Celery engine's tests (tests/test_engines_e2e.py) need redis-server, which is \
+missing; install it (Debian/Ubuntu: sudo apt-get update && sudo apt-get install -y redis-server), \
+then run again"
+}
+
 run_tests() {
     local failed=()
     say "ruff check"
@@ -108,11 +129,13 @@ test)
     shift
     setup
     ensure_chromium
+    ensure_redis
     run_tests "$@"
     ;;
 bench)
     shift
     setup
+    ensure_redis  # the celery bench runs redis-server
     exec "$PY" bench/run.py "$@"
     ;;
 *)

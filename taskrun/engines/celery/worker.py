@@ -124,6 +124,7 @@ class WorkerBody:
         attempts: int,
         enqueued: float,
         expires: float | None,
+        traceback: str | None = None,
     ) -> None:
         """Run one attempt of the job (the ``taskrun.run`` task's body); never raises.
 
@@ -139,6 +140,7 @@ class WorkerBody:
         runs = job._run_record()
         runs.attempts = attempts
         runs.expires = expires
+        runs.traceback = traceback  # of the attempt before, for a retry
         if attempts == 0 and expires is not None and self._clock.time() >= expires:
             job._finish(
                 JobState.CANCELLED,
@@ -183,6 +185,7 @@ class WorkerBody:
             job.attempts,
             job.enqueued_at.timestamp() if job.enqueued_at else 0.0,
             runs.expires,
+            runs.traceback,
         ]
         self._engine.publish(job.id, message, job.due)
 
