@@ -10,6 +10,7 @@ rest in ``E2E_NAME`` (the runner's name: its Redis keys and queue),
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -17,11 +18,28 @@ from typing import Any
 import gevent
 from flask import Flask, current_app
 
-from taskrun import TaskRunner, current_job
+from taskrun import TaskRunner, crontab, current_job
+
+#: The periodic job's schedule: on the spring-forward day in Berlin, 02:30 does not exist.
+DAILY = crontab("30 2 * * *", tz="Europe/Berlin")
 
 
-def declare(runner: TaskRunner) -> SimpleNamespace:
-    """Declare the test tasks on ``runner``, under names both processes share."""
+def declare(runner: TaskRunner, periodic: bool = False) -> SimpleNamespace:
+    """Declare the test tasks on ``runner``, under names both processes share.
+
+    :param periodic: make ``e2e.tick`` a periodic job on :data:`DAILY` (a web
+        process); else a plain task (a worker runs it all the same).
+    """
+
+    def tick(slot: datetime) -> None:
+        """Leave one line per run: the slot it ran for and this pid."""
+        with (Path(os.environ["E2E_MARKS"]) / "ticks").open("a") as out:
+            out.write(f"{slot.isoformat()} {os.getpid()}\n")
+
+    if periodic:
+        runner.periodic(DAILY, name="e2e.tick", pass_slot=True)(tick)
+    else:
+        runner.task(name="e2e.tick")(tick)
 
     @runner.task(name="e2e.add")
     def add(a: int, b: int) -> int:

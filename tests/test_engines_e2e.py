@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +39,7 @@ from taskrun import (
 )
 
 WAIT = 20.0  # seconds any one job may take to come back
+CHILD = Path(__file__).with_name("periodic_web_child.py")
 
 
 @dataclass
@@ -268,3 +272,60 @@ def test_a_job_whose_worker_is_killed_runs_again_on_another(
         assert len(starts) == 2 and starts[0] != starts[1]  # two workers, one run each
     finally:
         runner.stop(timeout=5)
+
+
+@contextmanager
+def web_child(url: str, lock: Path, log: Path) -> Iterator[subprocess.Popen[str]]:
+    """Run ``periodic_web_child.py`` (a web process on a manual clock); kill it by pid after."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "E2E_MARKS": str(lock.parent)}
+    with log.open("w") as errors:
+        child = subprocess.Popen(
+            [sys.executable, str(CHILD), url, str(lock)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+            env=env,
+        )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready", (
+            log.read_text()
+        )
+        yield child
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=10)
+
+
+def ask(child: subprocess.Popen[str], command: str) -> str:
+    assert child.stdin is not None and child.stdout is not None
+    child.stdin.write(command + "\n")
+    child.stdin.flush()
+    return child.stdout.readline().strip()
+
+
+@pytest.mark.slow
+def test_a_periodic_slot_runs_once_across_two_web_processes_leading_apart(
+    celery: Setup, tmp_path: Path
+) -> None:
+    # Two "machines": each process leads on its own lock file, both on the spring-forward
+    # day in Berlin, where the daily 02:30 does not exist and fires once, at 03:00.
+    with (
+        web_child(celery.url or "", tmp_path / "a.lock", tmp_path / "a.log") as first,
+        web_child(celery.url or "", tmp_path / "b.lock", tmp_path / "b.log") as second,
+    ):
+        for hours in (2, 1):  # to 03:00 CEST (the slot), then an hour past it
+            assert [ask(child, f"advance {hours * 3600}") for child in (first, second)] == [
+                "done",
+                "done",
+            ]
+        runs = [int(ask(child, "runs")) for child in (first, second)]
+    assert sorted(runs) == [0, 1]
+    ticks = celery.marks / "ticks"
+    for _ in range(int(WAIT / 0.05)):
+        if ticks.exists() and ticks.read_text():
+            break
+        gevent.sleep(0.05)
+    (line,) = ticks.read_text().splitlines()
+    slot = datetime.fromisoformat(line.split()[0])
+    assert slot == datetime(2026, 3, 29, 1, 0, tzinfo=UTC)  # 03:00 CEST, right after the gap

@@ -1,6 +1,8 @@
 """A job as JSON, the form it takes in Redis and in Celery's messages; pure.
 
-Celery carries JSON only (pickle would let anyone who can write to Redis run
+JSON as Celery's own serializer writes it (:mod:`kombu.utils.json`): plain
+JSON values, plus datetimes, dates, UUIDs and decimals, which come back as
+themselves (a periodic job's ``pass_slot`` datetime among them).  Celery carries JSON only (pickle would let anyone who can write to Redis run
 code on every worker), so a job's arguments, its result and the arguments of
 the exception it failed with must be JSON values.  Arguments are checked at
 ``delay()`` (:func:`check_arguments`), naming the one that is not; a result
@@ -13,8 +15,9 @@ class can be imported and called with them.
 from __future__ import annotations
 
 import importlib
-import json
 from typing import Any
+
+from kombu.utils.json import dumps
 
 from taskrun.errors import JobLost, NotSerializable
 from taskrun.jobs import Job, JobState
@@ -24,7 +27,7 @@ __all__ = ["apply_record", "check_arguments", "decode_error", "encode_error", "r
 
 def _is_json(value: Any) -> bool:
     try:
-        json.dumps(value)
+        dumps(value)
     except (TypeError, ValueError):
         return False
     return True
@@ -49,7 +52,8 @@ def check_arguments(
                 f"cannot send a job of {task_name} to Celery: its {where} is a "
                 f"{type(value).__name__} ({value!r:.80}), which is not JSON; with a broker, "
                 "arguments must be JSON values (str, int, float, bool, None, lists and dicts "
-                "of them): pass an id and load the object in the task"
+                "of them; datetimes, UUIDs and decimals too): pass an id and load the object "
+                "in the task"
             )
     raise NotSerializable(
         f"cannot send a job of {task_name} to Celery: its arguments are not JSON "
