@@ -1,15 +1,17 @@
 """A job as JSON, the form it takes in Redis and in Celery's messages; pure.
 
-JSON as Celery's own serializer writes it (:mod:`kombu.utils.json`): plain
-JSON values, plus datetimes, dates, UUIDs and decimals, which come back as
-themselves (a periodic job's ``pass_slot`` datetime among them).  Celery carries JSON only (pickle would let anyone who can write to Redis run
-code on every worker), so a job's arguments, its result and the arguments of
-the exception it failed with must be JSON values.  Arguments are checked at
-``delay()`` (:func:`check_arguments`), naming the one that is not; a result
-that is not JSON fails the job with :class:`~taskrun.errors.NotSerializable`.
-An exception crosses as its class's import path and its args, and is rebuilt
-on the reading side (:func:`decode_error`), type and args intact when the
-class can be imported and called with them.
+Celery carries JSON only (pickle would let anyone who can write to Redis
+run code on every worker), so a job's arguments, its result and the
+arguments of the exception it failed with must be JSON values: JSON as
+Celery's own serializer writes it (:mod:`kombu.utils.json`), plain values
+plus datetimes, dates, UUIDs and decimals, which come back as themselves (a
+periodic job's ``pass_slot`` datetime among them).  Arguments are checked
+at ``delay()`` (:func:`check_arguments`), naming the one that is not; a
+result that is not JSON fails the job with
+:class:`~taskrun.errors.NotSerializable`.  An exception crosses as its
+class's import path and its args, and is rebuilt on the reading side
+(:func:`decode_error`), type and args intact when the class can be
+imported and called with them.
 """
 
 from __future__ import annotations
@@ -17,17 +19,35 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from kombu.utils.json import dumps
+from kombu.utils import json as kombu_json
 
 from taskrun.errors import JobLost, NotSerializable
 from taskrun.jobs import Job, JobState
 
-__all__ = ["apply_record", "check_arguments", "decode_error", "encode_error", "record_of"]
+__all__ = [
+    "apply_record",
+    "check_arguments",
+    "decode_error",
+    "encode_error",
+    "from_json",
+    "record_of",
+    "to_json",
+]
+
+
+def to_json(value: Any) -> str:
+    """Return ``value`` as Celery's JSON; raise ``TypeError`` for what it cannot encode."""
+    return str(kombu_json.dumps(value))  # type: ignore[no-untyped-call]
+
+
+def from_json(text: str | bytes) -> Any:
+    """Return the value :func:`to_json` wrote (datetimes and the like rebuilt)."""
+    return kombu_json.loads(text)  # type: ignore[no-untyped-call]
 
 
 def _is_json(value: Any) -> bool:
     try:
-        dumps(value)
+        to_json(value)
     except (TypeError, ValueError):
         return False
     return True

@@ -19,8 +19,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
-from kombu.utils.json import dumps, loads
 
+from taskrun.engines.celery.codec import from_json, to_json
 from taskrun.errors import BrokerError
 
 __all__ = ["Records", "redacted"]
@@ -107,7 +107,7 @@ class Records:
     def put(self, job_id: str, record: dict[str, Any], ttl: float) -> None:
         """Write a new job's record (before it is published)."""
         try:
-            self._client.set(self._keys(job_id)[0], dumps(record), ex=max(int(ttl), 1))
+            self._client.set(self._keys(job_id)[0], to_json(record), ex=max(int(ttl), 1))
         except redis.RedisError as error:
             raise self.fail(error) from None
 
@@ -117,19 +117,19 @@ class Records:
             raw = self._client.get(self._keys(job_id)[0])
         except redis.RedisError as error:
             raise self.fail(error) from None
-        return None if raw is None else loads(raw)
+        return None if raw is None else from_json(raw)
 
     def start(self, job_id: str, record: dict[str, Any], ttl: float) -> bool:
         """Write the STARTED record unless the job is cancelled; ``False`` if it is."""
         try:
-            done = self._start(self._keys(job_id), [dumps(record), max(int(ttl), 1)])
+            done = self._start(self._keys(job_id), [to_json(record), max(int(ttl), 1)])
         except redis.RedisError as error:
             raise self.fail(error) from None
         return bool(done)
 
     def write(self, job_id: str, record: dict[str, Any], ttl: float) -> bool:
         """Write the job's record unless it is cancelled (CANCELLED itself always is written)."""
-        args = [dumps(record), max(int(ttl), 1), record["state"]]
+        args = [to_json(record), max(int(ttl), 1), record["state"]]
         try:
             return bool(self._write(self._keys(job_id), args))
         except redis.RedisError as error:
