@@ -24,7 +24,7 @@ import e2e_app
 import gevent
 import pytest
 import redis
-from broker_helpers import redis_server, taskrun_worker, worker_env
+from broker_helpers import TASKRUN, redis_server, taskrun_worker, worker_env
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -329,3 +329,43 @@ def test_a_periodic_slot_runs_once_across_two_web_processes_leading_apart(
     (line,) = ticks.read_text().splitlines()
     slot = datetime.fromisoformat(line.split()[0])
     assert slot == datetime(2026, 3, 29, 1, 0, tzinfo=UTC)  # 03:00 CEST, right after the gap
+
+
+def test_a_broker_from_the_environment_must_be_a_redis_url(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TASKRUN_BROKER_URL", "amqp://guest@127.0.0.1//")
+    runner = TaskRunner(lock_path=None)
+    assert runner.broker_url == "amqp://guest@127.0.0.1//"
+    with pytest.raises(ConfigError, match="broker must be a Redis URL, got 'amqp://"):
+        runner.start()
+    assert not runner.is_running
+
+
+@pytest.mark.slow
+def test_taskrun_worker_without_a_broker_exits_2_saying_how_to_set_one(tmp_path: Path) -> None:
+    env = worker_env("", tmp_path, "e2e")
+    env.pop("TASKRUN_BROKER_URL")
+    done = subprocess.run(
+        [TASKRUN, "worker", "e2e_app:create_app()"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "has no broker: set TaskRunner(broker=" in done.stderr
+
+
+def test_the_flask_config_names_the_broker_as_taskrun_broker_url() -> None:
+    app = Flask(__name__)
+    app.config["TASKRUN_BROKER_URL"] = "redis://127.0.0.1:6399/3"
+    runner = TaskRunner(lock_path=None)
+    runner.init_app(app)
+    assert runner.broker_url == "redis://127.0.0.1:6399/3"
+    other = Flask(__name__)
+    other.config.update(TASKRUN_BROKER_URL="redis://a:1/0", TASKRUN_BROKER="redis://b:1/0")
+    with pytest.raises(ConfigError, match="name the same option with different values"):
+        TaskRunner(lock_path=None).init_app(other)

@@ -27,7 +27,7 @@ from taskrun.engines.celery.app import RUN_TASK, make_app, queue_name
 from taskrun.engines.celery.codec import apply_record, check_arguments, record_of
 from taskrun.engines.celery.limits import check_task, check_wait
 from taskrun.engines.celery.records import Records
-from taskrun.errors import ConfigError
+from taskrun.errors import ConfigError, JobLost
 from taskrun.jobs import Job, JobState, TaskLike
 from taskrun.options import TaskOptions
 
@@ -64,7 +64,7 @@ class _UnknownTask:
     options: TaskOptions = field(default_factory=TaskOptions)
 
     def fn(self, *args: Any, **kwargs: Any) -> Any:
-        raise LookupError(f"task {self.name!r} is not registered in this process")
+        raise JobLost(f"task {self.name!r} is not registered in this process")
 
 
 class CeleryEngine:

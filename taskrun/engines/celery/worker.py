@@ -21,14 +21,15 @@ import os
 from typing import TYPE_CHECKING, Any
 
 import gevent
+from gevent.greenlet import Greenlet
 
 from taskrun.clock import Clock
-from taskrun.dispatcher import Dispatcher
+from taskrun.dispatcher import KILL_WAIT, Dispatcher
 from taskrun.engines.celery.app import RUN_TASK
 from taskrun.engines.celery.codec import record_of
 from taskrun.engines.celery.engine import CeleryEngine
 from taskrun.engines.celery.limits import check_wait
-from taskrun.errors import ConfigError, JobCancelled, JobLost, NotSerializable
+from taskrun.errors import ConfigError, JobLost, NotSerializable
 from taskrun.executors import ContextFactory
 from taskrun.jobs import Job, JobState, TaskLike
 from taskrun.stores.memory import MemoryStore
@@ -128,7 +129,9 @@ class WorkerBody:
     ) -> None:
         """Run one attempt of the job (the ``taskrun.run`` task's body); never raises.
 
-        But for the kill of ``revoke(terminate=True)``, which ends the greenlet.
+        But for the kill of ``revoke(terminate=True)`` (or of a worker's
+        shutdown), which ends the greenlet once the attempt is stopped.  A job
+        not started by its ``expires`` ends CANCELLED without running.
         """
         task = self._tasks.get(task_name)
         if task is None:
@@ -141,18 +144,26 @@ class WorkerBody:
         runs.attempts = attempts
         runs.expires = expires
         runs.traceback = traceback  # of the attempt before, for a retry
-        if attempts == 0 and expires is not None and self._clock.time() >= expires:
-            job._finish(
-                JobState.CANCELLED,
-                JobCancelled(
-                    f"job {job.id} ({job.name}) expired: it had not started in time "
-                    "(apply_async(expires=...)); submit it again, or give it a later expiry"
-                ),
-                self._clock.time(),
-            )
-            self._records.finish(job)
-            return
-        self._dispatcher.run(job)
+
+        # The attempt runs in a greenlet of its own, so that a kill from Celery's
+        # revoke(terminate=True) reaches it as taskrun's own cancel: the job ends
+        # CANCELLED, not FAILURE, and no failure is logged.
+        def run_attempt() -> None:
+            self._dispatcher.run(job, attempt)
+
+        attempt: Greenlet[[], None] = Greenlet(run_attempt)
+        attempt.start()
+        try:
+            attempt.join()
+        except gevent.GreenletExit:
+            if self._engine.records.is_cancelled(job.id):
+                self._dispatcher.cancel_running(job)  # CANCELLED, as in-process
+            else:
+                # The worker is going down (a cold shutdown): the job stays STARTED and,
+                # its message unacknowledged, runs again on another worker.
+                self._dispatcher._killing = True
+            attempt.kill(block=True, timeout=KILL_WAIT)
+            raise
 
     def _lost(self, task_name: str, job_id: str, enqueued: float) -> None:
         logger.error("job %s: task %r is not registered in this worker", job_id, task_name)
@@ -200,7 +211,7 @@ class _Named:
         self.options = TaskOptions()
 
     def fn(self, *args: Any, **kwargs: Any) -> Any:
-        raise LookupError(self.name)
+        raise JobLost(f"task {self.name!r} is not registered in this worker")
 
 
 def register(engine: CeleryEngine, body: WorkerBody) -> None:
