@@ -16,7 +16,9 @@ imported and called with them.
 
 from __future__ import annotations
 
+import base64
 import importlib
+import uuid
 from typing import Any
 
 from kombu.utils import json as kombu_json
@@ -29,6 +31,7 @@ __all__ = [
     "check_arguments",
     "decode_error",
     "encode_error",
+    "envelope_of",
     "from_json",
     "record_of",
     "to_json",
@@ -78,6 +81,31 @@ def check_arguments(
     raise NotSerializable(
         f"cannot send a job of {task_name} to Celery: its arguments are not JSON "
         "(a dict key that is not a string?); pass JSON values only"
+    )
+
+
+def envelope_of(headers: dict[str, Any], properties: dict[str, Any], body: Any, queue: str) -> str:
+    """Return a Celery message as kombu's Redis transport keeps it in a queue's list.
+
+    The body is Celery's JSON, base64-encoded; the message goes to ``queue``
+    through the default exchange, as ``send_task(queue=...)`` sends it.
+    """
+    data = to_json(body).encode("utf-8")
+    return to_json(
+        {
+            "body": base64.b64encode(data).decode("ascii"),
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": headers,
+            "properties": {
+                **properties,
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": "", "routing_key": queue},
+                "priority": 0,
+                "body_encoding": "base64",
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        }
     )
 
 

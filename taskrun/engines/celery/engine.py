@@ -12,6 +12,8 @@ never ``QueueFull`` (Redis is the backlog).
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,7 +26,7 @@ from gevent._hub_local import get_hub_if_exists
 from taskrun import lifecycle, signals
 from taskrun.clock import Clock
 from taskrun.engines.celery.app import RUN_TASK, make_app, queue_name
-from taskrun.engines.celery.codec import apply_record, check_arguments, record_of
+from taskrun.engines.celery.codec import apply_record, check_arguments, envelope_of, record_of
 from taskrun.engines.celery.limits import check_task, check_wait
 from taskrun.engines.celery.records import Records
 from taskrun.errors import ConfigError, JobLost
@@ -92,6 +94,7 @@ class CeleryEngine:
         self.records = Records(config.url, f"taskrun:{config.name}:")
         self.app = make_app(config.url, config.name, config.visibility_timeout)
         self._queue = queue_name(config.name)
+        self._origin = f"taskrun@{socket.gethostname()}:{os.getpid()}"
         self._checked: set[str] = set()  # tasks whose options passed check_task
 
     def open(self) -> None:
@@ -160,25 +163,45 @@ class CeleryEngine:
         if due > now:
             job.state = JobState.SCHEDULED
             job.due = due
-        self.records.put(job.id, record_of(job), self._ttl(job))
         message = [name, job.id, plain_args, plain_kwargs, 0, now, runs.expires]
-        self.publish(job.id, message, job.due if job.due else None)
+        # The record and the message in one round trip, atomically: a job is in Redis
+        # with its record, or not at all.
+        self.publish(job.id, message, job.due or None, (record_of(job), self._ttl(job)))
         if signals.job_enqueued.receivers:
             signals.send(signals.job_enqueued, self.sender, job=job)
         if lifecycle.info_enabled():
             lifecycle.accepted(job)
         return job
 
-    def publish(self, job_id: str, message: list[Any], due: float | None) -> None:
+    def publish(
+        self,
+        job_id: str,
+        message: list[Any],
+        due: float | None,
+        record: tuple[dict[str, Any], float] | None = None,
+    ) -> None:
         """Publish one ``taskrun.run`` message for the job, due now or at POSIX time ``due``.
+
+        The message is Celery's own (protocol 2, made by ``app.amqp``), pushed
+        onto the runner's queue in the envelope of kombu's Redis transport, in
+        one transaction with the job's ``record`` (and its ttl) if given: one
+        round trip, and a job is in Redis with its record or not at all.
 
         :raises BrokerError: naming the URL, if Redis cannot be reached.
         """
         when = None if due is None else datetime.fromtimestamp(due, UTC)
-        try:
-            self.app.send_task(RUN_TASK, args=message, task_id=job_id, eta=when, queue=self._queue)
-        except Exception as error:  # kombu's OperationalError, redis's ConnectionError
-            raise self.records.fail(error) from None
+        task = self.app.amqp.as_task_v2(
+            job_id,
+            RUN_TASK,
+            message,
+            {},
+            eta=when,
+            argsrepr=f"[{message[0]!r}, {job_id!r}]",
+            kwargsrepr="{}",
+            origin=self._origin,
+        )
+        envelope = envelope_of(task.headers, task.properties, task.body, self._queue)
+        self.records.push(self._queue, envelope, job_id, record)
 
     def snapshot(self, record: dict[str, Any]) -> Job[Any]:
         """Return a :class:`Job` showing ``record``; waiting on it polls Redis."""

@@ -104,10 +104,23 @@ class Records:
         except redis.RedisError as error:
             raise self.fail(error) from None
 
-    def put(self, job_id: str, record: dict[str, Any], ttl: float) -> None:
-        """Write a new job's record (before it is published)."""
+    def push(
+        self,
+        queue: str,
+        envelope: str,
+        job_id: str,
+        record: tuple[dict[str, Any], float] | None = None,
+    ) -> None:
+        """Push a message onto ``queue``'s list, with the job's record in the same transaction.
+
+        :param record: the record to write first and its ttl (seconds), if any.
+        """
         try:
-            self._client.set(self._keys(job_id)[0], to_json(record), ex=max(int(ttl), 1))
+            pipe = self._client.pipeline(transaction=True)
+            if record is not None:
+                pipe.set(self._keys(job_id)[0], to_json(record[0]), ex=max(int(record[1]), 1))
+            pipe.lpush(queue, envelope)
+            pipe.execute()
         except redis.RedisError as error:
             raise self.fail(error) from None
 
