@@ -32,6 +32,7 @@ from taskrun import (
     BrokerError,
     ConfigError,
     JobCancelled,
+    JobLost,
     JobState,
     JobTimeout,
     NotSerializable,
@@ -369,3 +370,11 @@ def test_the_flask_config_names_the_broker_as_taskrun_broker_url() -> None:
     other.config.update(TASKRUN_BROKER_URL="redis://a:1/0", TASKRUN_BROKER="redis://b:1/0")
     with pytest.raises(ConfigError, match="name the same option with different values"):
         TaskRunner(lock_path=None).init_app(other)
+
+
+def test_a_task_the_worker_does_not_register_fails_saying_so(celery: Setup) -> None:
+    @celery.runner.task(name="e2e.web_only")
+    def web_only() -> None: ...
+
+    with pytest.raises(JobLost, match="'e2e.web_only' is not registered in the worker's app"):
+        web_only.delay().get(timeout=WAIT)

@@ -33,7 +33,7 @@ from taskrun.errors import ConfigError, JobLost
 from taskrun.jobs import Job, JobState, TaskLike
 from taskrun.options import TaskOptions
 
-__all__ = ["CeleryEngine", "EngineConfig"]
+__all__ = ["CeleryEngine", "EngineConfig", "UnknownTask"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +59,8 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
-class _UnknownTask:
-    """The task of a job looked up in a process that does not register it."""
+class UnknownTask:
+    """The task of a job seen in a process that does not register it (its name only)."""
 
     name: str
     options: TaskOptions = field(default_factory=TaskOptions)
@@ -206,7 +206,7 @@ class CeleryEngine:
     def snapshot(self, record: dict[str, Any]) -> Job[Any]:
         """Return a :class:`Job` showing ``record``; waiting on it polls Redis."""
         name = record["task"]
-        task = self._tasks().get(name) or _UnknownTask(name)
+        task = self._tasks().get(name) or UnknownTask(name)
         job: Job[Any] = Job(
             task,
             tuple(record.get("args") or ()),

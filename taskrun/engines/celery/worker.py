@@ -27,7 +27,7 @@ from taskrun.clock import Clock
 from taskrun.dispatcher import KILL_WAIT, Dispatcher
 from taskrun.engines.celery.app import RUN_TASK
 from taskrun.engines.celery.codec import record_of
-from taskrun.engines.celery.engine import CeleryEngine
+from taskrun.engines.celery.engine import CeleryEngine, UnknownTask
 from taskrun.engines.celery.limits import check_wait
 from taskrun.errors import ConfigError, JobLost, NotSerializable
 from taskrun.executors import ContextFactory
@@ -167,7 +167,9 @@ class WorkerBody:
 
     def _lost(self, task_name: str, job_id: str, enqueued: float) -> None:
         logger.error("job %s: task %r is not registered in this worker", job_id, task_name)
-        job: Job[Any] = Job(_Named(task_name), (), None, None, job_id=job_id, enqueued=enqueued)
+        job: Job[Any] = Job(
+            UnknownTask(task_name), (), None, None, job_id=job_id, enqueued=enqueued
+        )
         job._finish(
             JobState.FAILURE,
             JobLost(
@@ -199,19 +201,6 @@ class WorkerBody:
             runs.traceback,
         ]
         self._engine.publish(job.id, message, job.due)
-
-
-class _Named:
-    """A task known by name only (not registered here)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        from taskrun.options import TaskOptions
-
-        self.options = TaskOptions()
-
-    def fn(self, *args: Any, **kwargs: Any) -> Any:
-        raise JobLost(f"task {self.name!r} is not registered in this worker")
 
 
 def register(engine: CeleryEngine, body: WorkerBody) -> None:
