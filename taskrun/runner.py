@@ -726,7 +726,8 @@ class TaskRunner(TaskRegistry):
         leading the periodic jobs; ``scope`` says ``"machine"``.  Otherwise
         ``scope`` is ``"process"`` and the counts are this process's.
         ``backlog``, ``running``, ``scheduled`` and the totals are always this
-        process's.  Any thread may call it.
+        process's.  With a broker, ``broker`` adds what Redis can tell: its URL
+        (no password), the queue and how many jobs wait in it.  Any thread may call it.
         """
         mode = self._mode
         if mode is not None and not mode.here() and isinstance(mode, ThreadedMode):
@@ -734,6 +735,15 @@ class TaskRunner(TaskRegistry):
         return self._stats_here()
 
     def _stats_here(self) -> dict[str, Any]:
+        broker_stats = getattr(self._engine, "stats", None)  # the Celery engine's
+        if broker_stats is not None:
+            # Redis knows the queue, not the workers' counts: those are this process's.
+            return {
+                **self._router.stats(),
+                "scope": "process",
+                "pid": os.getpid(),
+                "broker": broker_stats(),
+            }
         store = self._views()
         if store is None or not store.is_shared:
             return {**self._router.stats(), "scope": "process", "pid": os.getpid()}

@@ -169,6 +169,8 @@ def test_a_job_cancelled_while_no_worker_ran_never_runs(setup: Setup) -> None:
     assert not (setup.marks / "offline").exists()
     if setup.url is not None:  # the worker took the cancelled message and dropped it
         assert redis.Redis.from_url(setup.url).llen("taskrun.e2e") == 0
+        broker = setup.runner.stats()["broker"]
+        assert broker == {"url": setup.url, "queue": "taskrun.e2e", "queued": 0}
 
 
 def test_an_unknown_id_is_none_and_its_status_is_404(setup: Setup) -> None:

@@ -270,6 +270,17 @@ class CeleryEngine:
             signals.send(signals.job_cancelled, self.sender, job=job)
         return outcome == 1
 
+    def stats(self) -> dict[str, Any]:
+        """Return what Redis tells of the jobs: the URL (no password), the queue, its length.
+
+        :raises BrokerError: naming the URL, if Redis cannot be reached.
+        """
+        return {
+            "url": self.records.url_shown,
+            "queue": self._queue,
+            "queued": self.records.length(self._queue),
+        }
+
     def claim_slot(self, task_name: str, slot: float) -> bool:
         """Claim a periodic slot in Redis (``SET NX``): it runs once across all machines."""
         return self.records.claim_slot(task_name, slot)

@@ -166,6 +166,13 @@ class Records:
         except redis.RedisError as error:
             raise self.fail(error) from None
 
+    def length(self, queue: str) -> int:
+        """Return how many messages wait in ``queue``'s list (eta messages held by workers not)."""
+        try:
+            return int(self._client.llen(queue))
+        except redis.RedisError as error:
+            raise self.fail(error) from None
+
     def claim_slot(self, task_name: str, slot: float) -> bool:
         """Claim a periodic slot with ``SET NX``: ``True`` for the one process that gets it."""
         key = f"{self.prefix}slot:{task_name}:{slot!r}"
