@@ -380,3 +380,11 @@ def test_a_task_the_worker_does_not_register_fails_saying_so(celery: Setup) -> N
 
     with pytest.raises(JobLost, match="'e2e.web_only' is not registered in the worker's app"):
         web_only.delay().get(timeout=WAIT)
+
+
+def test_celery_stores_nothing_of_its_own_for_a_job(celery: Setup) -> None:
+    job = celery.tasks.add.delay(1, 2)
+    assert job.get(timeout=WAIT) == 3
+    client = redis.Redis.from_url(celery.url or "")
+    assert client.exists(f"taskrun:e2e:job:{job.id}") == 1  # taskrun's record is the state
+    assert client.exists(f"celery-task-meta-{job.id}") == 0  # no second copy, no round trip

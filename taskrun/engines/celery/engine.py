@@ -199,6 +199,9 @@ class CeleryEngine:
             argsrepr=f"[{message[0]!r}, {job_id!r}]",
             kwargsrepr="{}",
             origin=self._origin,
+            # Explicit: the message's flag overrides the task's, and Celery must store
+            # nothing (taskrun's record is the job's state).
+            ignore_result=True,
         )
         envelope = envelope_of(task.headers, task.properties, task.body, self._queue)
         self.records.push(self._queue, envelope, job_id, record)
