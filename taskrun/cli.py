@@ -1,5 +1,8 @@
 """The ``taskrun`` command: ``taskrun serve module:app`` serves an app and its runner.
 
+``taskrun worker module:app`` runs the app's jobs in a Celery gevent worker
+instead, when its runner has a broker (see :mod:`taskrun.engines.celery`).
+
 ``main()`` monkey-patches the standard library with gevent *before* it
 imports the app or any taskrun module that serves, so every socket, lock and
 ``ssl`` context the app creates is cooperative.  This module imports nothing
@@ -10,6 +13,7 @@ Example::
     taskrun serve myapp:app --bind 127.0.0.1:8000 --grace 30
     taskrun serve 'myapp:create_app()' --runner myapp.jobs:runner
     python -m taskrun serve myapp:app
+    taskrun worker 'myapp:create_app()' --concurrency 100
 """
 
 from __future__ import annotations
