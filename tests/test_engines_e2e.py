@@ -388,3 +388,37 @@ def test_celery_stores_nothing_of_its_own_for_a_job(celery: Setup) -> None:
     client = redis.Redis.from_url(celery.url or "")
     assert client.exists(f"taskrun:e2e:job:{job.id}") == 1  # taskrun's record is the state
     assert client.exists(f"celery-task-meta-{job.id}") == 0  # no second copy, no round trip
+
+
+THREADED = """
+import logging, sys, threading
+logging.basicConfig(level=logging.INFO)
+import e2e_app
+app = e2e_app.create_app(broker=sys.argv[1])
+runner, tasks = app.extensions["taskrun"], app.config["E2E_TASKS"]
+runner.start()
+out = []
+threads = [threading.Thread(target=lambda: out.append(tasks.add.delay(2, 5).get(timeout=20)))
+           for _ in range(3)]
+for thread in threads: thread.start()
+for thread in threads: thread.join()
+runner.stop()
+print(out)
+"""
+
+
+@pytest.mark.slow
+def test_an_unpatched_process_submits_from_threads_to_the_workers(celery: Setup) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    done = subprocess.run(
+        [sys.executable, "-c", THREADED, celery.url or ""],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[7, 7, 7]"
+    assert "periodic timer on a thread of its own" in done.stderr
+    assert "a development mode" not in done.stderr  # the jobs do not run on that thread
