@@ -422,3 +422,19 @@ def test_an_unpatched_process_submits_from_threads_to_the_workers(celery: Setup)
     assert done.stdout.strip() == "[7, 7, 7]"
     assert "periodic timer on a thread of its own" in done.stderr
     assert "a development mode" not in done.stderr  # the jobs do not run on that thread
+
+
+def test_a_background_view_is_answered_by_another_web_app(celery: Setup) -> None:
+    other = e2e_app.create_app(broker=celery.url)  # a second web process's app and runner
+    other.extensions["taskrun"].start()
+    try:
+        location = celery.client.post("/report/1999").headers["Location"]
+        client = other.test_client()
+        for _ in range(int(WAIT / 0.05)):
+            status = client.get(location).get_json()
+            if status["state"] == "SUCCESS":
+                break
+            gevent.sleep(0.05)
+        assert status["result"] == {"year": 1999, "label": "made-by-create_app"}
+    finally:
+        other.extensions["taskrun"].stop(timeout=5)
