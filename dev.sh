@@ -2,8 +2,9 @@
 # Set up taskrun's development environment and run the demo, the checks or the benchmarks.
 #
 #   bash dev.sh demo          # create .venv if needed, install, run the example app
-#   bash dev.sh test [ARGS]   # create .venv if needed, install (and chromium, as root on
-#                             # Debian), run ruff, mypy and the tests
+#   bash dev.sh test [ARGS]   # create .venv if needed, install (with the celery extra; and
+#                             # chromium and redis-server, as root on Debian), run ruff, mypy
+#                             # and the tests
 #   bash dev.sh bench [ARGS]  # create .venv if needed, install, run the benchmarks
 #   bash dev.sh docs          # create .venv if needed, install (and Debian's doc packages,
 #                             # as root), build the docs into docs/_build/html
@@ -54,50 +55,49 @@ venv module first: sudo apt-get install python3-venv"
     fi
 }
 
-# The browser test (tests/test_example_page.py) drives Debian's chromium with
-# playwright; playwright's own browser download is not used.
-ensure_chromium() {
-    command -v chromium >/dev/null 2>&1 && return 0
-    local install="apt-get update && apt-get install -y chromium"
-    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-        say "chromium is missing; the browser test needs it: $install"
-        local started=$SECONDS
-        if apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium &&
-            command -v chromium >/dev/null 2>&1; then
-            say "installed $(chromium --version 2>/dev/null) in $((SECONDS - started)) s"
-            return 0
-        fi
-        die "could not install chromium with: $install; the browser test \
-(tests/test_example_page.py) needs it: install it, then run again"
-    fi
-    die "the browser test (tests/test_example_page.py) needs Chromium, which is missing; \
-install it (Debian/Ubuntu: sudo apt-get update && sudo apt-get install -y chromium), then run again"
-}
-
-# The docs link to Python, Flask, Werkzeug, blinker, gevent and Celery through
-# the objects.inv inventories of Debian's documentation packages (the build has
-# no network); docs/conf.py reads them from /usr/share/doc.
-DOC_PACKAGES=(python3-doc python-flask-doc python-werkzeug-doc python-blinker-doc
-    python-gevent-doc python-celery-doc)
-
-ensure_doc_packages() {
-    local missing=() pkg
-    for pkg in "${DOC_PACKAGES[@]}"; do
+# Install Debian packages that a step needs, when they are missing: as root with
+# apt-get, else stop and print the command.  WHY names the step that needs them.
+ensure_debian_packages() {
+    local why=$1 missing=() pkg
+    shift
+    for pkg in "$@"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' ||
             missing+=("$pkg")
     done
     [ "${#missing[@]}" -eq 0 ] && return 0
     local install="apt-get update && apt-get install -y --no-install-recommends ${missing[*]}"
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-        say "the docs' inventories are missing; installing: ${missing[*]}"
+        say "$why needs ${missing[*]}, missing; installing: $install"
+        local started=$SECONDS
         if apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
             --no-install-recommends "${missing[@]}" >/dev/null; then
+            say "installed ${missing[*]} in $((SECONDS - started)) s"
             return 0
         fi
-        die "could not install the docs' inventories with: $install"
+        die "could not install ${missing[*]} with: $install; $why needs them: install them, \
+then run again"
     fi
-    die "the docs build needs Debian's documentation packages ${missing[*]}; install them \
+    die "$why needs the Debian packages ${missing[*]}, which are missing; install them \
 (sudo $install), then run again"
+}
+
+# The browser tests drive Debian's chromium with playwright (playwright's own
+# browser download is not used); the Celery engine's tests (tests/test_engines_e2e.py)
+# and bench start Debian's redis-server on free ports (the package's own system-wide
+# server is not used).
+ensure_test_packages() {
+    command -v chromium >/dev/null 2>&1 || ensure_debian_packages "the browser tests" chromium
+    command -v redis-server >/dev/null 2>&1 ||
+        ensure_debian_packages "the Celery engine's tests" redis-server
+    ensure_doc_packages
+}
+
+# The docs link to Python, Flask, Werkzeug, blinker, gevent and Celery through
+# the objects.inv inventories of Debian's documentation packages (the build has
+# no network); docs/conf.py reads them from /usr/share/doc.
+ensure_doc_packages() {
+    ensure_debian_packages "the docs build" python3-doc python-flask-doc python-werkzeug-doc \
+        python-blinker-doc python-gevent-doc python-celery-doc
 }
 
 # A fresh read every time (-E: autodoc pages depend on the code, which Sphinx does not
@@ -144,8 +144,7 @@ demo)
 test)
     shift
     setup
-    ensure_chromium
-    ensure_doc_packages
+    ensure_test_packages
     run_tests "$@"
     ;;
 docs)
@@ -159,6 +158,8 @@ docs)
 bench)
     shift
     setup
+    command -v redis-server >/dev/null 2>&1 ||
+        ensure_debian_packages "the celery bench" redis-server
     exec "$PY" bench/run.py "$@"
     ;;
 *)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from taskrun.clock import ManualClock as ManualClock
 from taskrun.current import current_job as current_job
+from taskrun.errors import BrokerError as BrokerError
 from taskrun.errors import ConfigError as ConfigError
 from taskrun.errors import InvalidSchedule as InvalidSchedule
 from taskrun.errors import JobCancelled as JobCancelled

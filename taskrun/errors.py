@@ -61,3 +61,7 @@ class NoCurrentJob(TaskrunError, RuntimeError):
 
 class JobNotFinished(TaskrunError, RuntimeError):
     """``Job.retry()`` was called on a job that has not finished yet."""
+
+
+class BrokerError(StoreError, ConnectionError):
+    """The broker (Redis, for the Celery engine) cannot be reached or refused a command."""

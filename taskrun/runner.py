@@ -39,6 +39,8 @@ from taskrun import signals, startup
 from taskrun.checks import late_ssl_problem, reloader_parent_problem
 from taskrun.clock import Clock, SystemClock
 from taskrun.dispatcher import Dispatcher
+from taskrun.engines.base import Engine
+from taskrun.engines.local import LocalEngine
 from taskrun.errors import ConfigError, RunnerNotRunning
 from taskrun.hub_inbox import HubInbox
 from taskrun.jobs import Job, JobState
@@ -59,6 +61,8 @@ from taskrun.validation import DEFAULT, Default, seconds
 
 logger = logging.getLogger(__name__)
 
+#: The environment variable naming a broker when ``broker=`` is not given (read at start).
+BROKER_ENV = "TASKRUN_BROKER_URL"
 #: How often (seconds) :meth:`TaskRunner.join` looks whether the runner is idle.
 JOIN_POLL = 0.001
 
@@ -110,6 +114,14 @@ class TaskRunner(TaskRegistry):
         before a warning names it (see :mod:`taskrun.monitor`); ``None`` for
         off.  Default: 0.5 under ``taskrun serve`` and the gunicorn worker,
         off elsewhere (your own server, tests).
+    :param broker: a ``redis://`` URL: jobs then run on Celery workers started
+        with ``taskrun worker`` (``pip install 'taskrun-gevent[celery]'``), and this
+        process only submits and looks them up (and leads the periodic
+        jobs); see :mod:`taskrun.engines.celery`.  Default: the environment
+        variable ``TASKRUN_BROKER_URL`` if set (read at :meth:`start`), else none.
+    :param broker_visibility_timeout: seconds after which Redis gives an
+        unacknowledged job to another worker (a worker that died mid-job);
+        longer countdowns, etas, retry waits and timeouts are refused.
     :raises ConfigError: for an out-of-range option.
     """
 
@@ -130,6 +142,8 @@ class TaskRunner(TaskRegistry):
         store: str | os.PathLike[str] | ResultStore | None = None,
         max_arg_bytes: int = DEFAULT_MAX_ARG_BYTES,
         blocking_warning: float | None | Default = DEFAULT,
+        broker: str | None = None,
+        broker_visibility_timeout: float | timedelta = 3600.0,
     ) -> None:
         super().__init__()
         settings = RunnerSettings(
@@ -145,6 +159,10 @@ class TaskRunner(TaskRegistry):
             store=store,
             max_arg_bytes=max_arg_bytes,
             blocking_warning=blocking_warning,
+            broker=broker,
+            broker_visibility_timeout=seconds(
+                "broker_visibility_timeout", broker_visibility_timeout, positive=True
+            ),
         )
         self.clock: Clock = clock or SystemClock()
         #: The app's directory (``app.root_path``, set by ``init_app``): part of the
@@ -161,6 +179,8 @@ class TaskRunner(TaskRegistry):
         )
         self._scheduler = Scheduler(self.clock, self._dispatcher, job_store)
         self._router = JobRouter(self._dispatcher, self._scheduler, self.clock, settings, job_store)
+        #: Where every job not run inline goes: this process (or Celery workers, see start()).
+        self._engine: Engine = LocalEngine(self._router)
         # Signals name the runner as their sender.
         self._dispatcher.sender = self._router.sender = self
         self._serving = False
@@ -373,7 +393,11 @@ class TaskRunner(TaskRegistry):
             if self._accepting:
                 return self
             if not run_jobs:
-                self._mode = startup.submit_only(self)
+                broker = None if self.eager else self.broker_url
+                if broker is not None:
+                    self._open_broker(broker)  # jobs go to Celery; no timer, no leader
+                else:
+                    self._mode = startup.submit_only(self)
                 self._accepting = True
                 return self
             if not self.eager:
@@ -396,11 +420,14 @@ class TaskRunner(TaskRegistry):
         if not self.eager and lock_path is not None and self._periodic and self._leader is None:
             # Before the store opens: a lock that cannot be used leaves nothing open.
             self._leader = LeaderLock(self._default_leader_path(lock_path))
+        broker = None if self.eager else self.broker_url
+        if broker is not None:
+            self._open_broker(broker)  # before the store: Redis down leaves nothing open
         self.store.open()
         try:
             self._dispatcher.open()
             if not self.eager:
-                self._scheduler.start(self._router, self._periodic, self._leader)
+                self._scheduler.start(self._engine, self._periodic, self._leader)
                 self._start_monitor()
         except BaseException:
             self._undo_start()
@@ -414,6 +441,39 @@ class TaskRunner(TaskRegistry):
         logger.info("taskrun started: concurrency=%d", self._dispatcher.concurrency)
         if signals.runner_started.receivers:
             signals.send(signals.runner_started, self)
+
+    @property
+    def broker_url(self) -> str | None:
+        """The broker jobs go to: ``broker=``, else ``$TASKRUN_BROKER_URL``, else ``None``."""
+        return self._router.settings.broker or os.environ.get(BROKER_ENV) or None
+
+    @property
+    def engine(self) -> Engine:
+        """Where jobs not run inline go: this process, or (once started with a broker) Celery."""
+        return self._engine
+
+    def _open_broker(self, url: str) -> None:
+        """Make and open the Celery engine (celery is imported only here).
+
+        :raises ConfigError: for a task option that Celery workers cannot hold
+            (``max_running``, ``rate_limit``), or a bad ``TASKRUN_BROKER_URL``.
+        :raises BrokerError: if Redis does not answer at ``url``.
+        """
+        from taskrun.engines.celery.engine import CeleryEngine, EngineConfig
+        from taskrun.engines.celery.limits import check_tasks
+
+        settings = self._router.settings.configured(broker=url)  # checks an environment URL
+        check_tasks(self.tasks.values())
+        config = EngineConfig(
+            url,
+            settings.name or "default",
+            settings.result_ttl,
+            settings.broker_visibility_timeout,
+        )
+        engine = CeleryEngine(config, self.clock, lambda: self.tasks, self)
+        engine.open()
+        self._engine = engine
+        logger.info("taskrun sends its jobs to Celery workers on %s", engine.records.url_shown)
 
     @property
     def runs_jobs(self) -> bool:
@@ -450,6 +510,15 @@ class TaskRunner(TaskRegistry):
                 self.store.close()
             except Exception:
                 logger.exception("taskrun could not close its store after a failed start")
+            self._close_engine()
+
+    def _close_engine(self) -> None:
+        """Close a Celery engine's connections; jobs go to this process's pool again."""
+        if self._engine.is_remote:
+            engine, self._engine = self._engine, LocalEngine(self._router)
+            close = getattr(engine, "close", None)
+            if close is not None:
+                close()
 
     def stop(self, timeout: float | timedelta | None = 30.0) -> None:
         """Stop in order: timer, admission, drain running jobs, kill what is left.
@@ -516,6 +585,7 @@ class TaskRunner(TaskRegistry):
             self._monitor.stop()
             self._monitor = None
         self.store.close()
+        self._close_engine()
         inbox, self._inbox, self._other_threads, self._hub = self._inbox, None, None, None
         if inbox is not None:
             inbox.close()
@@ -601,12 +671,17 @@ class TaskRunner(TaskRegistry):
         :raises QueueFull: if the backlog (or the scheduled set) is full.
         """
         mode = self._mode
-        if mode is None and self._accepting:
-            if get_hub_if_exists() is self._hub:  # the common case: running on this hub
-                return self._router.submit(
+        if self._accepting:
+            if self._engine.is_remote:  # to remote workers, from any thread
+                return self._engine.submit(
                     task, args, kwargs, countdown, eta, unique_key=unique_key, expires=expires
                 )
-            mode = self._other_threads  # a thread job's body, or eager (None)
+            if mode is None:
+                if get_hub_if_exists() is self._hub:  # the common case: running on this hub
+                    return self._engine.submit(
+                        task, args, kwargs, countdown, eta, unique_key=unique_key, expires=expires
+                    )
+                mode = self._other_threads  # a thread job's body, or eager (None)
         if not self._accepting and not self.eager:
             startup.start_at_first_use(self)
             mode = self._mode
@@ -641,10 +716,12 @@ class TaskRunner(TaskRegistry):
         """
         if not self._accepting:
             startup.start_at_first_use(self)
+        if self._engine.is_remote:
+            return self._engine.get(job_id)
         mode = self._away()
         if mode is not None:
             return mode.job(job_id)
-        return self._router.get(job_id)
+        return self._engine.get(job_id)
 
     def resume_job(self, job: Job[Any]) -> bool:
         """Queue a job taken over by a durable store from a dead or stopped process.
@@ -658,10 +735,12 @@ class TaskRunner(TaskRegistry):
 
     def cancel_job(self, job: Job[Any]) -> bool:
         """Cancel ``job`` (see :meth:`Job.cancel`); return whether it was unfinished."""
+        if self._engine.is_remote:
+            return self._engine.cancel(job)
         mode = self._away()
         if mode is not None:
             return bool(mode.cancel(job))
-        return self._router.cancel(job)
+        return self._engine.cancel(job)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every job accepted so far is durable and visible to other processes.
@@ -684,7 +763,8 @@ class TaskRunner(TaskRegistry):
         leading the periodic jobs; ``scope`` says ``"machine"``.  Otherwise
         ``scope`` is ``"process"`` and the counts are this process's.
         ``backlog``, ``running``, ``scheduled`` and the totals are always this
-        process's.  Any thread may call it.
+        process's.  With a broker, ``broker`` adds what Redis can tell: its URL
+        (no password), the queue and how many jobs wait in it.  Any thread may call it.
         """
         mode = self._away()
         if isinstance(mode, ThreadedMode):
@@ -692,6 +772,15 @@ class TaskRunner(TaskRegistry):
         return self._stats_here()
 
     def _stats_here(self) -> dict[str, Any]:
+        broker_stats = getattr(self._engine, "stats", None)  # the Celery engine's
+        if broker_stats is not None:
+            # Redis knows the queue, not the workers' counts: those are this process's.
+            return {
+                **self._router.stats(),
+                "scope": "process",
+                "pid": os.getpid(),
+                "broker": broker_stats(),
+            }
         store = self._views()
         if store is None or not store.is_shared:
             return {**self._router.stats(), "scope": "process", "pid": os.getpid()}

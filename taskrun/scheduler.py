@@ -163,7 +163,7 @@ class Scheduler:
     ) -> None:
         """Start the timer greenlet, timing ``periodic`` from now on.
 
-        :param sink: where periodic runs are submitted (the runner's router).
+        :param sink: where periodic runs are submitted (the runner's engine).
         :param leader: held for periodic runs to happen here (if given).
         """
         self._stopping = False

@@ -34,7 +34,12 @@ CONFIGURABLE = (
     "store",
     "max_arg_bytes",
     "blocking_warning",
+    "broker",
+    "broker_visibility_timeout",
 )
+#: Redis's default visibility timeout (seconds) under Celery: an unacknowledged message
+#: (a running job, a countdown waiting on a worker) is delivered again after it.
+DEFAULT_VISIBILITY_TIMEOUT = 3600.0
 #: The blocking warning's threshold under ``taskrun serve`` and the gunicorn worker.
 SERVING_BLOCKING_WARNING = 0.5
 
@@ -59,6 +64,12 @@ class RunnerSettings:
         the job it runs is named in a warning; ``None`` (or 0, or ``False``)
         for off; ``DEFAULT``: on at :data:`SERVING_BLOCKING_WARNING` under
         ``taskrun serve`` and the gunicorn worker, off elsewhere.
+    :param broker: a ``redis://`` URL: jobs run on Celery workers (``taskrun worker``);
+        ``None``: in this process (or on the broker named by the environment
+        variable ``TASKRUN_BROKER_URL``, read at start).
+    :param broker_visibility_timeout: seconds after which Redis hands an
+        unacknowledged job to another worker; countdowns, etas, retry waits
+        and timeouts longer than it are refused.
     :raises ConfigError: for an out-of-range option, with an example of a good one.
     """
 
@@ -74,8 +85,23 @@ class RunnerSettings:
     store: StoreSpec = None
     max_arg_bytes: int = DEFAULT_MAX_ARG_BYTES
     blocking_warning: float | None | Default = DEFAULT
+    broker: str | None = None
+    broker_visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT
 
     def __post_init__(self) -> None:
+        if self.broker is not None and (
+            not isinstance(self.broker, str)
+            or not self.broker.startswith(("redis://", "rediss://"))
+        ):
+            raise ConfigError(
+                f"broker must be a Redis URL, got {self.broker!r}; "
+                "e.g. broker='redis://127.0.0.1:6379/0'"
+            )
+        object.__setattr__(
+            self,
+            "broker_visibility_timeout",
+            seconds("broker_visibility_timeout", self.broker_visibility_timeout, positive=True),
+        )
         positive_int("concurrency", self.concurrency, "e.g. concurrency=100")
         non_negative_int("max_pending", self.max_pending, "e.g. max_pending=10_000")
         positive_int("max_scheduled", self.max_scheduled, "e.g. max_scheduled=100_000")

@@ -62,7 +62,8 @@ def inert_message(reason: str) -> str:
 def threaded(runner: TaskRunner, setup: Callable[[], None]) -> None:
     """Start ``runner`` on a hub thread of its own: run ``setup`` there, install the mode.
 
-    Warns once per process that this is a development mode.
+    Warns once per process that this is a development mode (unless the jobs
+    run on a broker's workers: then only the periodic timer lives there).
 
     :raises BaseException: what ``setup`` raised (the thread has ended; no mode is left).
     """
@@ -75,7 +76,10 @@ def threaded(runner: TaskRunner, setup: Callable[[], None]) -> None:
     except BaseException:
         runner._mode = None
         raise
-    if not _warned_dev_mode:
+    if runner.engine.is_remote:
+        # Jobs run on the broker's workers; only the periodic timer lives on the thread.
+        logger.info("taskrun keeps its periodic timer on a thread of its own (not gevent-patched)")
+    elif not _warned_dev_mode:
         _warned_dev_mode = True
         logger.warning("%s", DEV_MODE_WARNING)
 

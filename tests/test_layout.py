@@ -168,3 +168,34 @@ def _core_needs(distribution: str) -> bool:
     text = (PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8")
     core = text.split("dependencies = [", 1)[1].split("]", 1)[0]
     return f'"{distribution}' in core
+
+
+#: The extras each may be imported only by these packages (lazy imports included).
+EXTRA_OWNERS = {
+    "celery": "taskrun.engines.celery",
+    "kombu": "taskrun.engines.celery",
+    "redis": "taskrun.engines.celery",
+}
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda path: module_name(path))
+def test_only_the_celery_engine_imports_celery_kombu_or_redis(path: Path) -> None:
+    module = module_name(path)
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    imported = [
+        (node.lineno, alias.name.split(".")[0])
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    ] + [
+        (node.lineno, node.module.split(".")[0])
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+    ]
+    wrong = [
+        f"line {line}: {name}"
+        for line, name in imported
+        if name in EXTRA_OWNERS
+        and not (module == EXTRA_OWNERS[name] or module.startswith(EXTRA_OWNERS[name] + "."))
+    ]
+    assert not wrong, f"{module} imports an extra only {set(EXTRA_OWNERS.values())} may: {wrong}"

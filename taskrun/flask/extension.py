@@ -36,7 +36,12 @@ RUNNER_OPTIONS: dict[str, str] = {
     "TASKRUN_STORE": "store",
     "TASKRUN_MAX_ARG_BYTES": "max_arg_bytes",
     "TASKRUN_BLOCKING_WARNING": "blocking_warning",
+    "TASKRUN_BROKER": "broker",
+    "TASKRUN_BROKER_VISIBILITY_TIMEOUT": "broker_visibility_timeout",
 }
+#: Other names of runner option keys: ``TASKRUN_BROKER_URL`` is the name Celery users
+#: (and the environment variable of the same name) know.
+ALIASES = {"TASKRUN_BROKER_URL": "TASKRUN_BROKER"}
 #: The key for where the status endpoint lives: ``<prefix>/<job id>``.
 STATUS_URL_PREFIX = "TASKRUN_STATUS_URL_PREFIX"
 DEFAULT_STATUS_URL_PREFIX = "/taskrun/jobs"
@@ -55,7 +60,7 @@ AUTOSTART = "TASKRUN_AUTOSTART"
 _NONE_MEANS_ITSELF = frozenset({"TASKRUN_LOCK_PATH", "TASKRUN_THREADS", "TASKRUN_NAME"})
 _BOOLEANS = ("TASKRUN_EAGER", AUTOSTART)
 CONFIG_KEYS = frozenset(
-    [*RUNNER_OPTIONS, STATUS_URL_PREFIX, METRICS, METRICS_URL, METRICS_PUBLIC, AUTOSTART]
+    [*RUNNER_OPTIONS, *ALIASES, STATUS_URL_PREFIX, METRICS, METRICS_URL, METRICS_PUBLIC, AUTOSTART]
     + [DASHBOARD, DASHBOARD_URL_PREFIX]
 )
 
@@ -176,6 +181,13 @@ def read_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
             f"unknown taskrun config key(s) {unknown!r}; known (upper case, one per option): "
             f"{sorted(CONFIG_KEYS)!r}"
         )
+    for alias, key in ALIASES.items():
+        if alias in config and key in config and config[alias] != config[key]:
+            raise ConfigError(
+                f"app.config[{alias!r}] and app.config[{key!r}] name the same option with "
+                f"different values ({config[alias]!r}, {config[key]!r}); keep one"
+            )
+    config = {**{ALIASES[key]: config[key] for key in ALIASES if key in config}, **config}
     options = {
         key: config[key]
         for key in RUNNER_OPTIONS

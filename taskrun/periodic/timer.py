@@ -51,10 +51,12 @@ Push = Callable[[PeriodicEntry | LeaderTick], None]
 
 
 class PeriodicSink(Protocol):
-    """Where periodic runs go: the runner's one way in (its router), as ``delay()`` goes."""
+    """Where periodic runs go: the runner's engine, as ``delay()``'s jobs go; it claims slots."""
 
-    #: What signals name as their sender (the runner).
-    sender: object
+    @property
+    def sender(self) -> object:
+        """What signals name as their sender (the runner)."""
+        ...
 
     def has_room(self) -> bool:
         """Return whether a job submitted now would be admitted (the pool is not full)."""
@@ -69,6 +71,10 @@ class PeriodicSink(Protocol):
         eta: float | None = None,
     ) -> Job[Any]:
         """Record and admit one job of ``task``; raises ``QueueFull`` if there is no room."""
+        ...
+
+    def claim_slot(self, task_name: str, slot: float) -> bool:
+        """Claim ``slot`` of ``task_name``; ``False`` if another process ran it."""
         ...
 
 
@@ -317,7 +323,7 @@ class PeriodicTimer:
         if not sink.has_room():
             self._skip_full(entry)
             return
-        if not self._store.claim_slot(name, slot):
+        if not sink.claim_slot(name, slot):
             return  # another process ran this slot
         if self._leader is not None:
             self._leader.record_slot(name, slot)  # a later leader will not run it again
