@@ -78,6 +78,12 @@ FLASK_KEYS: dict[str, tuple[str, str, str]] = {
         "DEFAULT_DASHBOARD_URL_PREFIX",
         "where the dashboard is mounted",
     ),
+    "TASKRUN_BROKER_URL": (
+        "str",
+        "None",
+        "another name for ``TASKRUN_BROKER`` (the name Celery users know): the broker "
+        "that jobs go to (see the guide on growing past one machine)",
+    ),
 }
 
 
@@ -212,7 +218,7 @@ def _literal(text: str) -> list[str]:
 
 
 def serve_help() -> list[str]:
-    """``taskrun --help`` and ``taskrun serve --help``, as printed."""
+    """``taskrun --help``, ``taskrun serve --help`` and ``taskrun worker --help``, as printed."""
     import contextlib
     import io
     import os
@@ -221,7 +227,7 @@ def serve_help() -> list[str]:
 
     lines: list[str] = []
     os.environ["COLUMNS"] = "88"  # argparse wraps to the terminal: make it the same everywhere
-    for argv in (["--help"], ["serve", "--help"]):
+    for argv in (["--help"], ["serve", "--help"], ["worker", "--help"]):
         out = io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
             build_parser().parse_args(argv)
