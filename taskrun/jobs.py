@@ -53,16 +53,29 @@ os.register_at_fork(after_in_child=_spare_ids.clear)
 
 def _make_ids() -> None:
     raw = os.urandom(16 * _ID_BATCH)
-    _spare_ids.extend(
+    ids = [
         binascii.b2a_base64(raw[i : i + 16], newline=False)[:22]
         .translate(_B64_URLSAFE)
         .decode("ascii")
         for i in range(0, len(raw), 16)
-    )
+    ]
+    # No id starts with "-", which a command line (``flask taskrun show ID``) would
+    # read as an option: the leading run of "-" moves to the end instead.  No
+    # other id ends with "-" (the 22nd character holds the last 2 bits: A, Q, g
+    # or w), so ids stay distinct and keep their 128 random bits.
+    _spare_ids.extend(_without_leading_dash(id_) if id_[0] == "-" else id_ for id_ in ids)
+
+
+def _without_leading_dash(id_: str) -> str:
+    rest = id_.lstrip("-")
+    return rest + "-" * (len(id_) - len(rest))
 
 
 def new_job_id() -> str:
-    """Return a fresh, unguessable job id: 128 random bits as 22 URL-safe characters."""
+    """Return a fresh, unguessable job id: 128 random bits as 22 URL-safe characters.
+
+    The first character is never ``-``, so an id can be given on a command line.
+    """
     try:
         return _spare_ids.pop()
     except IndexError:
