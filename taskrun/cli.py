@@ -79,12 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the most connections served at once (%(default)s)",
     )
     serve.add_argument("--no-access-log", action="store_true", help="do not log a line per request")
-    serve.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="logging level (%(default)s)",
-    )
+    _add_log_level(serve)
     worker = commands.add_parser(
         "worker",
         help="run a Celery gevent worker for the jobs of an app whose runner has a broker",
@@ -104,13 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="the most jobs running at once in this worker (%(default)s)",
     )
     worker.add_argument("--runner", metavar="MODULE:ATTR", help="the TaskRunner, as for serve")
-    worker.add_argument(
+    _add_log_level(worker)
+    return parser
+
+
+def _add_log_level(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
         help="logging level (%(default)s)",
     )
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
