@@ -65,6 +65,8 @@ logger = logging.getLogger(__name__)
 BROKER_ENV = "TASKRUN_BROKER_URL"
 #: How often (seconds) :meth:`TaskRunner.join` looks whether the runner is idle.
 JOIN_POLL = 0.001
+#: What no hub is: ``TaskRunner._local_hub`` while submits do not go straight to the pool.
+_NO_HUB = object()
 
 
 class TaskRunner(TaskRegistry):
@@ -196,6 +198,9 @@ class TaskRunner(TaskRegistry):
         #: Under gevent: the hub the runner started on, and how other threads reach it
         #: (the bodies of executor="thread" jobs); None before start and in a mode.
         self._hub: Hub | None = None
+        #: That hub while jobs submitted on it go straight to the local engine, else a
+        #: value no hub is: what submit() compares the caller's hub with, first.
+        self._local_hub: object = _NO_HUB
         self._inbox: HubInbox | None = None
         self._other_threads: ThreadedMode | None = None
         self._start_lock = threading.RLock()
@@ -438,6 +443,8 @@ class TaskRunner(TaskRegistry):
             self._other_threads = ThreadedMode(inbox, self._router, lambda: self._accepting)
         self._accepting = True
         self._stopped = False
+        if self._hub is not None and not self._engine.is_remote:
+            self._local_hub = self._hub
         logger.info("taskrun started: concurrency=%d", self._dispatcher.concurrency)
         if signals.runner_started.receivers:
             signals.send(signals.runner_started, self)
@@ -553,6 +560,7 @@ class TaskRunner(TaskRegistry):
 
     def _stop_here(self, timeout: float | None) -> None:
         began = time.monotonic()
+        self._local_hub = _NO_HUB
         self._accepting = False
         self._stopped = True
         if signals.runner_stopping.receivers:
@@ -670,6 +678,11 @@ class TaskRunner(TaskRegistry):
         :raises RunnerNotRunning: if the runner is not started (and not eager).
         :raises QueueFull: if the backlog (or the scheduled set) is full.
         """
+        if get_hub_if_exists() is self._local_hub:
+            # The common case, kept short: the local engine's submit, on the runner's hub.
+            return self._router.submit(
+                task, args, kwargs, countdown, eta, unique_key=unique_key, expires=expires
+            )
         mode = self._mode
         if self._accepting:
             if self._engine.is_remote:  # to remote workers, from any thread
@@ -677,10 +690,6 @@ class TaskRunner(TaskRegistry):
                     task, args, kwargs, countdown, eta, unique_key=unique_key, expires=expires
                 )
             if mode is None:
-                if get_hub_if_exists() is self._hub:  # the common case: running on this hub
-                    return self._engine.submit(
-                        task, args, kwargs, countdown, eta, unique_key=unique_key, expires=expires
-                    )
                 mode = self._other_threads  # a thread job's body, or eager (None)
         if not self._accepting and not self.eager:
             startup.start_at_first_use(self)
