@@ -6,8 +6,6 @@ greenlet or in the pool thread; eager jobs go through the same executors.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from greenlet import getcurrent
@@ -48,16 +46,28 @@ def current_job() -> Job[Any]:
     return job
 
 
-@contextmanager
-def running(job: Job[Any]) -> Iterator[None]:
-    """Make :func:`current_job` return ``job`` in the calling greenlet or thread meanwhile."""
-    me = getcurrent()
-    outer = _current.get(me)
-    _current[me] = job
-    try:
-        yield
-    finally:
+class running:  # used as a function: ``with running(job):``
+    """Make :func:`current_job` return ``job`` in the calling greenlet or thread meanwhile.
+
+    A context manager; a small class rather than a generator, since every
+    job's body runs inside one.
+    """
+
+    __slots__ = ("_job", "_me", "_outer")
+
+    def __init__(self, job: Job[Any]) -> None:
+        self._job = job
+        self._me: Any = None
+        self._outer: Job[Any] | None = None
+
+    def __enter__(self) -> None:
+        me = self._me = getcurrent()
+        self._outer = _current.get(me)
+        _current[me] = self._job
+
+    def __exit__(self, *exc_info: object) -> None:
+        outer = self._outer
         if outer is None:
-            _current.pop(me, None)
+            _current.pop(self._me, None)
         else:
-            _current[me] = outer  # an eager job run from inside another job
+            _current[self._me] = outer  # an eager job run from inside another job
