@@ -98,7 +98,9 @@ def create_app(broker: str | None = None) -> Flask:
         app.config["TASKRUN_BROKER_URL"] = broker
     if "E2E_VISIBILITY" in os.environ:  # a short one, so a killed worker's job comes back soon
         app.config["TASKRUN_BROKER_VISIBILITY_TIMEOUT"] = float(os.environ["E2E_VISIBILITY"])
+    app.config["TASKRUN_DASHBOARD"] = True
     runner.init_app(app)
+    runner.dashboard_auth(lambda request: request.headers.get("X-Staff") == "yes")
 
     @app.post("/report/<int:year>")
     @runner.background(name="e2e.report")

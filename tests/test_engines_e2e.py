@@ -56,6 +56,8 @@ class Setup:
     url: str | None = None
     #: A job submitted and cancelled while no worker ran (in-process: while it waited).
     offline_id: str = ""
+    #: The ``taskrun worker`` subprocess's pid (Celery only).
+    worker_pid: int = 0
 
 
 def wait_state(runner: TaskRunner, job_id: str, state: JobState) -> None:
@@ -102,8 +104,11 @@ def setup(
     offline = tasks.nap.delay(0, "offline")
     assert offline.cancel()
     env = worker_env(url, marks, "e2e")
-    with taskrun_worker(env, marks / "worker.log"):
-        yield Setup(request.param, app, runner, tasks, app.test_client(), marks, url, offline.id)
+    with taskrun_worker(env, marks / "worker.log") as worker:
+        client = app.test_client()
+        yield Setup(
+            request.param, app, runner, tasks, client, marks, url, offline.id, worker.proc.pid
+        )
         runner.stop(timeout=5)
 
 
@@ -170,7 +175,11 @@ def test_a_job_cancelled_while_no_worker_ran_never_runs(setup: Setup) -> None:
     if setup.url is not None:  # the worker took the cancelled message and dropped it
         assert redis.Redis.from_url(setup.url).llen("taskrun.e2e") == 0
         broker = setup.runner.stats()["broker"]
-        assert broker == {"url": setup.url, "queue": "taskrun.e2e", "queued": 0}
+        assert {k: broker[k] for k in ("url", "queue", "queued")} == {
+            "url": setup.url,
+            "queue": "taskrun.e2e",
+            "queued": 0,
+        }
 
 
 def test_an_unknown_id_is_none_and_its_status_is_404(setup: Setup) -> None:
@@ -209,6 +218,16 @@ def celery(setup: Setup) -> Setup:
     if setup.kind != "celery":
         pytest.skip("Celery engine only")
     return setup
+
+
+def test_the_workers_seen_through_redis_show_in_stats_and_the_dashboard(celery: Setup) -> None:
+    workers = celery.runner.stats()["broker"]["workers"]
+    assert [(w["pid"], w["concurrency"]) for w in workers] == [(celery.worker_pid, 20)]
+    assert workers[0]["seen"] >= workers[0]["started"] and workers[0]["running"] >= 0
+    page = celery.client.get("/taskrun/dashboard/processes", headers={"X-Staff": "yes"})
+    text = page.get_data(as_text=True)
+    assert page.status_code == 200 and "Celery workers" in text
+    assert f'<td class="num">{celery.worker_pid}</td>' in text and "taskrun.e2e" in text
 
 
 def test_arguments_must_be_json_and_the_error_names_the_argument(celery: Setup) -> None:

@@ -274,7 +274,12 @@ class CeleryEngine:
         return outcome == 1
 
     def stats(self) -> dict[str, Any]:
-        """Return what Redis tells of the jobs: the URL (no password), the queue, its length.
+        """Return what Redis tells: the URL (no password), the queue, its length, the workers.
+
+        ``workers`` lists the ``taskrun worker`` processes whose heartbeat Redis
+        holds (see :data:`~taskrun.engines.celery.worker.BEAT`): ``host``,
+        ``pid``, ``concurrency``, ``running`` (jobs running now), ``started`` and
+        ``seen`` (POSIX times).
 
         :raises BrokerError: naming the URL, if Redis cannot be reached.
         """
@@ -282,6 +287,7 @@ class CeleryEngine:
             "url": self.records.url_shown,
             "queue": self._queue,
             "queued": self.records.length(self._queue),
+            "workers": sorted(self.records.workers(), key=lambda w: (w["host"], w["pid"])),
         }
 
     def claim_slot(self, task_name: str, slot: float) -> bool:

@@ -10,7 +10,8 @@ never overwritten by its late outcome.
 
 Keys (``<prefix>`` is ``taskrun:<runner name>:``): ``<prefix>job:<id>`` the
 record; ``<prefix>cancel:<id>`` the tombstone; ``<prefix>slot:<task>:<slot>``
-a periodic slot's claim (``SET NX``).  All of them expire.
+a periodic slot's claim (``SET NX``); ``<prefix>worker:<host>:<pid>`` a live
+worker's heartbeat.  All of them expire.
 """
 
 from __future__ import annotations
@@ -180,6 +181,29 @@ class Records:
             return bool(self._client.set(key, "1", nx=True, ex=SLOT_TTL))
         except redis.RedisError as error:
             raise self.fail(error) from None
+
+    def beat(self, worker: str, info: dict[str, Any], ttl: float) -> None:
+        """Write a worker's heartbeat, ``info``, which Redis forgets ``ttl`` s after the last."""
+        try:
+            self._client.set(f"{self.prefix}worker:{worker}", to_json(info), ex=max(int(ttl), 1))
+        except redis.RedisError as error:
+            raise self.fail(error) from None
+
+    def forget(self, worker: str) -> None:
+        """Remove a worker's heartbeat (it stops)."""
+        try:
+            self._client.delete(f"{self.prefix}worker:{worker}")
+        except redis.RedisError as error:
+            raise self.fail(error) from None
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Return the heartbeats of the workers seen lately, in no particular order."""
+        try:
+            keys = list(self._client.scan_iter(match=f"{self.prefix}worker:*", count=100))
+            values = self._client.mget(keys) if keys else []
+        except redis.RedisError as error:
+            raise self.fail(error) from None
+        return [from_json(raw) for raw in values if raw is not None]
 
     def close(self) -> None:
         """Close the connection pool's connections."""

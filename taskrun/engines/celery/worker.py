@@ -28,6 +28,7 @@ from taskrun.dispatcher import KILL_WAIT, Dispatcher
 from taskrun.engines.celery.app import RUN_TASK
 from taskrun.engines.celery.codec import record_of
 from taskrun.engines.celery.engine import CeleryEngine, UnknownTask
+from taskrun.engines.celery.heartbeat import beat_forever
 from taskrun.engines.celery.limits import check_wait
 from taskrun.errors import ConfigError, JobLost, NotSerializable
 from taskrun.executors import ContextFactory
@@ -115,6 +116,11 @@ class WorkerBody:
         # concurrency and backlog are Celery's: this dispatcher only runs attempts.
         self._dispatcher = Dispatcher(1, 0, threads, self._records, clock, self._retry_later)
         self._dispatcher.context = context
+
+    @property
+    def running(self) -> int:
+        """How many jobs run in this worker now."""
+        return self._dispatcher.running
 
     def run(
         self,
@@ -244,10 +250,12 @@ def serve(
     body = WorkerBody(engine, tasks, context, threads, clock)
     register(engine, body)
     sweeper = gevent.spawn(_restore_unacked, engine)
+    beats = gevent.spawn(beat_forever, engine.records, clock, concurrency, lambda: body.running)
     try:
         engine.app.worker_main(worker_argv(engine, concurrency, log_level))
     finally:
         sweeper.kill(block=False)
+        beats.kill(block=True, timeout=2)  # its last act removes the heartbeat
 
 
 def _restore_unacked(engine: CeleryEngine) -> None:

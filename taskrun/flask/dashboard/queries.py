@@ -161,8 +161,17 @@ def periodic_page(runner: TaskRunner) -> dict[str, Any]:
 
 
 def processes_page(runner: TaskRunner) -> dict[str, Any]:
-    """Return the live processes sharing the store and the jobs each runs."""
+    """Return the live processes sharing the store and the jobs each runs.
+
+    With a broker, ``broker`` holds what Redis tells (the queue, its length,
+    the workers whose heartbeat it holds), else ``None``.
+    """
     store = views_of(runner)
     procs: list[ProcessRecord] = store.processes()
-    leader = runner.stats().get("leader") if store.is_shared else None
-    return {"processes": procs, "leader": leader, "scope": scope_of(store)}
+    stats = runner.stats() if store.is_shared or runner.engine.is_remote else {}
+    return {
+        "processes": procs,
+        "leader": stats.get("leader"),
+        "scope": scope_of(store),
+        "broker": stats.get("broker"),
+    }
