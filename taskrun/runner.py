@@ -523,9 +523,7 @@ class TaskRunner(TaskRegistry):
         """Close a Celery engine's connections; jobs go to this process's pool again."""
         if self._engine.is_remote:
             engine, self._engine = self._engine, LocalEngine(self._router)
-            close = getattr(engine, "close", None)
-            if close is not None:
-                close()
+            engine.close()
 
     def stop(self, timeout: float | timedelta | None = 30.0) -> None:
         """Stop in order: timer, admission, drain running jobs, kill what is left.
@@ -618,9 +616,9 @@ class TaskRunner(TaskRegistry):
         # A thread with no hub (the runner on a thread of its own) sleeps for real.
         sleep = gevent.sleep if get_hub_if_exists() is not None else time.sleep
         is_idle = self._router.is_idle
-        mode = self._mode
-        if mode is not None and not mode.here() and isinstance(mode, ThreadedMode):
-            # Asked on the runner's own thread: from another thread a periodic slot
+        mode = self._away()
+        if isinstance(mode, ThreadedMode):
+            # Asked on the runner's own hub: from another thread a periodic slot
             # between leaving the timer and reaching the pool would look idle.
             thread, here = mode.thread, self._router.is_idle
 
@@ -773,7 +771,8 @@ class TaskRunner(TaskRegistry):
         ``scope`` is ``"process"`` and the counts are this process's.
         ``backlog``, ``running``, ``scheduled`` and the totals are always this
         process's.  With a broker, ``broker`` adds what Redis can tell: its URL
-        (no password), the queue and how many jobs wait in it.  Any thread may call it.
+        (no password), the queue, how many jobs wait in it and the workers
+        whose heartbeat it holds.  Any thread may call it.
         """
         mode = self._away()
         if isinstance(mode, ThreadedMode):
@@ -783,7 +782,7 @@ class TaskRunner(TaskRegistry):
     def _stats_here(self) -> dict[str, Any]:
         broker_stats = getattr(self._engine, "stats", None)  # the Celery engine's
         if broker_stats is not None:
-            # Redis knows the queue, not the workers' counts: those are this process's.
+            # Redis knows the queue and the workers; the job counts are this process's.
             return {
                 **self._router.stats(),
                 "scope": "process",

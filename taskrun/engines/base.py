@@ -61,3 +61,7 @@ class Engine(Protocol):
     def claim_slot(self, task_name: str, slot: float) -> bool:
         """Claim periodic slot ``slot`` of ``task_name``; ``False`` if another process has."""
         ...
+
+    def close(self) -> None:
+        """Let go of what the engine holds (its connections); the runner stopped."""
+        ...

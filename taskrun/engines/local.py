@@ -61,3 +61,6 @@ class LocalEngine:
     def claim_slot(self, task_name: str, slot: float) -> bool:
         """Claim the slot in the runner's store (a shared store claims it once per file)."""
         return self._router.store.claim_slot(task_name, slot)
+
+    def close(self) -> None:
+        """Nothing to let go of: the runner closes its own store and pool."""
