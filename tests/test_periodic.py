@@ -477,6 +477,39 @@ def test_a_new_leader_does_not_run_again_the_slot_its_predecessor_ran(
     assert seen == [("first", START + minute), ("second", START + 2 * minute)]
 
 
+def test_a_process_taking_the_lead_as_its_timer_fires_a_slot_already_run_does_not_run_it(
+    tmp_path: Path,
+) -> None:
+    # Their loops are out of step: the leader runs slot +1 min and stops (a
+    # graceful shutdown) before the other process's timer has fired slot +1.
+    leader_clock, late_clock = ManualClock(START), ManualClock(START)
+    seen: list[object] = []
+    lock = tmp_path / "app.lock"
+    leader = TaskRunner(clock=leader_clock, lock_path=lock)
+    late = TaskRunner(clock=late_clock, lock_path=lock)
+    for label, runner in (("leader", leader), ("late", late)):
+
+        @runner.periodic(every(minutes=1), name="tick", pass_slot=True)
+        def tick(slot: datetime, label: str = label) -> None:
+            seen.append((label, slot))
+
+    leader.start()
+    late.start()
+    try:
+        leader_clock.advance(60)
+        assert leader.join(timeout=5)
+        leader.stop(timeout=1)
+        late_clock.advance(60)  # takes the lead and fires slot +1, which already ran
+        assert late.join(timeout=5)
+        late_clock.advance(60)
+        assert late.join(timeout=5)
+    finally:
+        leader.stop(timeout=1)
+        late.stop(timeout=1)
+    minute = timedelta(minutes=1)
+    assert seen == [("leader", START + minute), ("late", START + 2 * minute)]
+
+
 @pytest.mark.parametrize(("grace", "catch_up_runs"), [(60, 1), (10, 0)])
 def test_a_restarted_app_runs_the_slot_missed_while_down_once_thanks_to_its_lock_file(
     tmp_path: Path, manual: ManualClock, grace: float, catch_up_runs: int

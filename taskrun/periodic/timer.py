@@ -323,7 +323,7 @@ class PeriodicTimer:
         if not sink.has_room():
             self._skip_full(entry)
             return
-        if not sink.claim_slot(name, slot):
+        if self._ran_before(name, slot) or not sink.claim_slot(name, slot):
             return  # another process ran this slot
         if self._leader is not None:
             self._leader.record_slot(name, slot)  # a later leader will not run it again
@@ -336,6 +336,19 @@ class PeriodicTimer:
         entry.last_job = job
         entry.last_run = now
         entry.runs += 1
+
+    def _ran_before(self, name: str, slot: float) -> bool:
+        """Whether an earlier leader recorded in the lock file that it ran ``slot`` (or later).
+
+        A process can take the lead while its own timer fires a slot that its
+        predecessor already ran (their loops are not in step): that run must
+        not happen twice.  A durable store's claim says the same across
+        machines; the lock file says it with any store.
+        """
+        if self._leader is None:
+            return False
+        last = self._leader.last_slot(name)
+        return last is not None and slot <= last
 
     def _skip_full(self, entry: PeriodicEntry) -> None:
         entry.skipped_full += 1
