@@ -54,6 +54,8 @@ from taskrun.options import final_error, retry_due, should_retry
 from taskrun.stores.base import ResultStore
 
 logger = logging.getLogger(__name__)
+_job_log = lifecycle.logger
+_INFO = logging.INFO
 
 #: A worker that ran jobs for longer than this (seconds) without the loop
 #: running yields to it before its next job.
@@ -310,25 +312,25 @@ class Dispatcher:
             if runs.attempts == 0 and self._clock.time() >= runs.expires:
                 self._expire(job, runs.expires)
                 return
-        limited = worker is not None and job.task.options.is_limited  # eager jobs pass
+        options = job.task.options
+        limited = worker is not None and options.is_limited  # eager jobs pass
         start = self._clock.time()
         if limited:
             admitted = self.admission.admit(job, self.store, start)
             if admitted is None:
                 return  # parked for a running slot, or on the timer for its rate window
             start = admitted  # the start its rate window recorded
-        job._mark_started(start)
-        job._run_record().sink = self.store
+        job._mark_started(start, self.store)
         self.store.update(job)
         if worker is not None:
             self._running[job] = worker
         if job_started.receivers:
             signals.send(job_started, self.sender, job=job)
-        log_info = lifecycle.info_enabled()  # once per run: cheap with INFO off
+        log_info = _job_log.isEnabledFor(_INFO)  # once per run: a cached check
         if log_info:
             lifecycle.started(job)
         try:
-            value = self._executor.call(job, self.context)
+            value = self._executor.call(job, options, self.context)
         except _Cancelled:
             self._record(job, JobState.CANCELLED, None)
         except gevent.GreenletExit as error:
@@ -342,7 +344,7 @@ class Dispatcher:
         except BaseException as error:  # noqa: B036 - a job must never take a worker down
             self._failed(job, error)
         else:
-            self._record(job, JobState.SUCCESS, value)
+            self._record(job, JobState.SUCCESS, None if options.ignore_result else value)
             if log_info:
                 lifecycle.succeeded(job, self._clock.time() - start)
         finally:
@@ -448,8 +450,6 @@ class Dispatcher:
     def _record(self, job: Job[Any], state: JobState, value: Any) -> None:
         if job.ready():
             return  # cancelled while a thread ran: the late outcome is dropped
-        if state is JobState.SUCCESS and job.task.options.ignore_result:
-            value = None
         self.completed += 1
         job._finish(state, value, self._clock.time())
         self.store.finish(job)

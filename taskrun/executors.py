@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, cast
 
 import gevent
@@ -30,6 +30,7 @@ from gevent.threadpool import ThreadPool
 from taskrun.current import running
 from taskrun.errors import JobTimeout
 from taskrun.jobs import Job
+from taskrun.options import TaskOptions
 
 ContextFactory = Callable[[], AbstractContextManager[Any]]
 
@@ -58,8 +59,10 @@ class JobExecutor:
     def threads(self, value: int) -> None:
         self._threads_size = value
 
-    def call(self, job: Job[Any], context: ContextFactory) -> Any:
+    def call(self, job: Job[Any], options: TaskOptions, context: ContextFactory) -> Any:
         """Run ``job``'s body inside ``context()`` and return its value.
+
+        :param options: the options of ``job``'s task (its timeout and executor).
 
         Blocks the calling greenlet (never the loop) until the body returns.
 
@@ -67,10 +70,12 @@ class JobExecutor:
         :raises BaseException: whatever the body raised, or what is thrown
             into the calling greenlet meanwhile.
         """
-        options = job.task.options
         if options.executor == "thread":
             return self._call_in_thread(job, options.timeout, context)
         if options.timeout is None:
+            if context is nullcontext:  # no integration: one context manager less per job
+                with running(job):
+                    return job.task.fn(*job.args, **(job.kwargs or {}))
             with context(), running(job):
                 return job.task.fn(*job.args, **(job.kwargs or {}))
         timer = gevent.Timeout(options.timeout)

@@ -438,12 +438,16 @@ class Job(Generic[R]):
             runs = self._runs = _Runs()
         return runs
 
-    def _mark_started(self, now: float) -> None:
-        """Record that an attempt starts at ``now``: STARTED, one attempt more."""
+    def _mark_started(self, now: float, sink: MetaSink) -> None:
+        """Record that an attempt starts at ``now``: STARTED, one attempt more.
+
+        :param sink: told about each :meth:`update` from now on (the store).
+        """
         self.state = JobState.STARTED
         runs = self._run_record()
         runs.attempts += 1
         runs.started = now
+        runs.sink = sink
 
     def _finish(self, state: JobState, value: Any, now: float) -> None:
         """Record the outcome and wake every waiter."""

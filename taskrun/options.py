@@ -61,6 +61,9 @@ class TaskOptions:
     result_ttl: float | None = None
     #: ``rate_limit`` parsed: (starts, window seconds).
     rate: tuple[int, float] | None = field(default=None, init=False, compare=False)
+    #: Whether a job of the task must pass admission (``max_running`` or
+    #: ``rate_limit``); computed once, since every job start reads it.
+    is_limited: bool = field(default=False, init=False, compare=False)
 
     def __post_init__(self) -> None:
         non_negative_int("retries", self.retries, "use retries=0 for no retries")
@@ -98,11 +101,8 @@ class TaskOptions:
             raise ConfigError(f"ignore_result must be True or False, got {self.ignore_result!r}")
         if self.result_ttl is not None:
             object.__setattr__(self, "result_ttl", seconds("result_ttl", self.result_ttl))
-
-    @property
-    def is_limited(self) -> bool:
-        """Whether a job of the task must pass admission (``max_running`` or ``rate_limit``)."""
-        return self.max_running is not None or self.rate is not None
+        limited = self.max_running is not None or self.rate is not None
+        object.__setattr__(self, "is_limited", limited)
 
 
 def retry_delay(options: TaskOptions, failed_attempts: int, rand: random.Random) -> float:
