@@ -11,10 +11,10 @@ __all__ = ["MetaSink", "check_meta"]
 
 
 class MetaSink(Protocol):
-    """Where a running job's :meth:`Job.update` goes: the store that holds the job."""
+    """Where what a running job reports goes: the store that holds the job."""
 
     def save_meta(self, job: Any) -> None:
-        """Record ``job.meta`` (a durable store coalesces frequent calls)."""
+        """Record ``job.meta`` and ``job.blocked_for`` (a durable store coalesces calls)."""
         ...
 
 

@@ -166,6 +166,8 @@ class LoopMonitor:
             runs = job._run_record()
             first = runs.blocked is None
             runs.blocked = (runs.blocked or 0.0) + blocked
+            if runs.sink is not None:  # a shared store: every process sees it
+                runs.sink.save_meta(job)
             if first:
                 logger.warning(
                     "job %s (%s) blocked the event loop for %.2f s; run it with "

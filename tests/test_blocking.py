@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import gevent
 import pytest
 from conftest import WaitFor
 from gevent import monkey
+from gevent.event import Event
 
 from taskrun import JobState, JobTimeout, TaskRunner, signals
 from taskrun.errors import ConfigError
+from taskrun.flask.dashboard.words import duration
 from taskrun.wsgi import Server
 
 blocking_sleep = monkey.get_original("time", "sleep")
@@ -144,3 +147,63 @@ def test_taskrun_blocking_warning_in_flask_config_sets_the_option() -> None:
     other.config["TASKRUN_BLOCKING_WARNING"] = "soon"
     with pytest.raises(ConfigError, match=r"TASKRUN_BLOCKING_WARNING.*'soon'"):
         TaskRunner(lock_path=None).init_app(other)
+
+
+def test_every_process_of_a_shared_store_sees_how_long_a_job_blocked_the_loop(
+    make_runner: Callable[..., TaskRunner], tmp_path: Path, wait_for: WaitFor
+) -> None:
+    from flask import Flask
+
+    store = f"sqlite:///{tmp_path / 'taskrun.db'}"
+    worker = make_runner(store=store, blocking_warning=0.1)
+    reader = make_runner(store=store)  # another process's runner, reading the same file
+    app = Flask("blocking-test")
+    app.config.update(TASKRUN_DASHBOARD=True, SECRET_KEY="test-secret")
+    reader.init_app(app)
+    reader.dashboard_auth(lambda request: request.headers.get("X-Staff") == "yes")
+    holding = Event()
+    release = Event()
+
+    @worker.task(name="blocking.resize")
+    def resize() -> str:
+        blocking_sleep(0.6)  # several monitor checks, even on a loaded machine
+        holding.set()
+        release.wait()  # cooperative from here: the stretch is over, the job still runs
+        return "done"
+
+    job = resize.delay()
+    holding.wait(timeout=10)
+
+    def remote_blocked() -> float | None:
+        remote = reader.job(job.id)
+        assert remote is not None and remote is not job
+        return remote.blocked_for
+
+    # While the job still runs, as soon as the monitor has measured the stretch.
+    assert wait_for(remote_blocked, "the blocked time in the file", 10) == job.blocked_for
+    assert reader.job(job.id).state is JobState.STARTED  # type: ignore[union-attr]
+    release.set()
+    assert job.get(timeout=5) == "done"
+    worker.store.flush(timeout=5)
+    finished = reader.job(job.id)
+    assert finished is not None and finished.state is JobState.SUCCESS
+    assert finished.blocked_for == job.blocked_for and finished.blocked_for >= 0.1
+    page = app.test_client().get(f"/taskrun/dashboard/jobs/{job.id}", headers={"X-Staff": "yes"})
+    text = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert f"<dt>Blocked the loop</dt><dd>{duration(job.blocked_for)} " in text
+    quiet = reader.job(worker_job_id(worker))
+    assert quiet is not None and quiet.blocked_for is None
+
+
+def worker_job_id(runner: TaskRunner) -> str:
+    """Run a cooperative job on ``runner`` to the end; return its id."""
+
+    @runner.task(name="blocking.polite")
+    def polite() -> None:
+        gevent.sleep(0.01)
+
+    job = polite.delay()
+    job.get(timeout=5)
+    runner.store.flush(timeout=5)
+    return job.id

@@ -53,9 +53,9 @@ class ResultStore(Protocol):
         ...
 
     def save_meta(self, job: Job[Any]) -> None:
-        """Record ``job.meta``; may be called from a pool thread, and very often.
+        """Record ``job.meta`` and ``job.blocked_for``; called from pool threads too, often.
 
-        A shared store writes the latest meta within about a second (coalesced).
+        A shared store writes the latest within about a second (coalesced).
         """
         ...
 

@@ -137,7 +137,7 @@ def decode_error(plain: dict[str, Any]) -> BaseException:
 
 
 def record_of(job: Job[Any]) -> dict[str, Any]:
-    """Return what Redis keeps of ``job``: state, times, attempts, outcome, meta.
+    """Return what Redis keeps of ``job``: state, times, attempts, outcome, meta, blocked time.
 
     :raises NotSerializable: if the job succeeded with a value that is not JSON.
     """
@@ -159,6 +159,7 @@ def record_of(job: Job[Any]) -> dict[str, Any]:
             traceback=runs.traceback,
             meta=runs.meta,
             expires=runs.expires,
+            blocked=runs.blocked,
         )
         value = runs.value
         if isinstance(value, BaseException):
@@ -185,6 +186,7 @@ def apply_record(job: Job[Any], record: dict[str, Any]) -> None:
     runs.traceback = record.get("traceback")
     runs.meta = record.get("meta")
     runs.expires = record.get("expires")
+    runs.blocked = record.get("blocked")
     error = record.get("error")
     runs.value = decode_error(error) if error is not None else record.get("result")
     if job.ready():

@@ -48,7 +48,7 @@ _repr.maxother = 80
 #: The columns :func:`job_from_row` expects, in order.
 JOB_COLUMNS = (
     "id, task, state, payload, attempts, enqueued, started, finished, due, "
-    "result, result_text, traceback, meta, expires, unique_key"
+    "result, result_text, traceback, meta, expires, unique_key, blocked"
 )
 #: How many columns :data:`JOB_COLUMNS` names.
 JOB_COLUMN_COUNT = JOB_COLUMNS.count(",") + 1
@@ -255,6 +255,7 @@ def job_from_row(
     runs.meta = decode_meta(row[12])
     runs.expires = row[13]
     runs.unique_key = row[14]
+    runs.blocked = row[15]
     if job.state in FINISHED:
         runs.finished = finished
         runs.value = decode_result(row[9], row[10])
@@ -263,9 +264,15 @@ def job_from_row(
     return job
 
 
-def encode_meta(job: Job[Any]) -> str:
-    """Return ``job.meta`` as JSON (its values were checked by ``Job.update``)."""
-    return json.dumps(job.meta, default=repr)
+def encode_meta(job: Job[Any]) -> str | None:
+    """Return ``job.meta`` as JSON (its values were checked by ``Job.update``), or ``None``.
+
+    ``None`` when the job reported no meta (only its ``blocked_for`` changed).
+    """
+    runs = job._runs
+    if runs is None or runs.meta is None:
+        return None
+    return json.dumps(runs.meta, default=repr)
 
 
 def decode_meta(text: str | None) -> dict[str, Any] | None:
@@ -288,6 +295,7 @@ def refresh_from_row(job: Job[Any], row: tuple[Any, ...]) -> None:
     runs.started = row[6]
     runs.traceback = row[11]
     runs.meta = decode_meta(row[12])
+    runs.blocked = row[15]
     if job.state in FINISHED:
         job._finish(job.state, decode_result(row[9], row[10]), row[7])
     elif job.state is JobState.RETRY:

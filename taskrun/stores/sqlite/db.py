@@ -34,14 +34,14 @@ INSERT_JOB = (
     "INSERT OR IGNORE INTO jobs (id, task, state, payload, attempts, enqueued, due, owner, "
     "expires, unique_key, result_ttl) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-#: Parameters: meta (JSON), id, current owner.
-UPDATE_META = "UPDATE jobs SET meta = ? WHERE id = ? AND owner = ?"
+#: Parameters: meta (JSON), blocked, id, current owner: what a running job reports.
+UPDATE_META = "UPDATE jobs SET meta = ?, blocked = ? WHERE id = ? AND owner = ?"
 #: Parameters: state, attempts, started, finished, due, result, result_text,
-#: traceback, new owner, id, current owner.  A process that lost a job to
-#: another one (see :func:`reap_dead`) can no longer write to its row.
+#: traceback, blocked, new owner, id, current owner.  A process that lost a
+#: job to another one (see :func:`reap_dead`) can no longer write to its row.
 UPDATE_JOB = (
     "UPDATE jobs SET state = ?, attempts = ?, started = ?, finished = ?, due = ?, result = ?, "
-    "result_text = ?, traceback = ?, owner = ? WHERE id = ? AND owner = ?"
+    "result_text = ?, traceback = ?, blocked = ?, owner = ? WHERE id = ? AND owner = ?"
 )
 _REQUEUE = "state = CASE state WHEN 'STARTED' THEN 'PENDING' ELSE state END"
 

@@ -23,7 +23,7 @@ __all__ = ["failure_row", "update_row"]
 logger = logging.getLogger(__name__)
 
 # Positions in the parameters of db.UPDATE_JOB.
-_STATE, _FINISHED, _RESULT, _TEXT, _TRACEBACK, _ID = 0, 3, 5, 6, 7, 9
+_STATE, _FINISHED, _RESULT, _TEXT, _TRACEBACK, _ID = 0, 3, 5, 6, 7, 10
 
 
 def update_row(job: Job[Any], token: str, released: bool) -> tuple[Any, ...]:
@@ -33,7 +33,7 @@ def update_row(job: Job[Any], token: str, released: bool) -> tuple[Any, ...]:
     except Exception as error:
         owner = None if released else token
         row: tuple[Any, ...] = (job.state.value, job.attempts, None, None, 0.0, None)
-        row += (None, None, owner, job.id, token)
+        row += (None, None, job.blocked_for, owner, job.id, token)
         why = f"taskrun could not encode it ({type(error).__name__}: {safe_text(str(error))})"
         logger.error("job %s (%s): %s; stored as FAILURE", job.id, job.name, why)
         return failure_row(row, why)
@@ -68,6 +68,7 @@ def _update_row(job: Job[Any], token: str, released: bool) -> tuple[Any, ...]:
         blob,
         text,
         traceback,
+        runs.blocked if runs is not None else None,
         None if released else token,
         job.id,
         token,

@@ -117,6 +117,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         "CREATE TABLE job_minutes (minute INTEGER NOT NULL, kind TEXT NOT NULL, "
         "n INTEGER NOT NULL, PRIMARY KEY (minute, kind)) WITHOUT ROWID",
     ),
+    # 4: seconds a job's runs held the event loop (``Job.blocked_for``), for every process.
+    "ALTER TABLE jobs ADD COLUMN blocked REAL",
 )
 
 #: The schema version this taskrun writes.

@@ -311,7 +311,7 @@ class SqliteStore(SqliteViews):
         return self._limits.add_unique(job, self._row(job))
 
     def save_meta(self, job: Job[Any]) -> None:
-        """Queue ``job.meta``; the writer writes the latest about every 0.25 s."""
+        """Queue ``job.meta`` and ``job.blocked_for``; the latest is written about every 0.25 s."""
         if self._writer is not None:
             self._writer.meta(job)
 

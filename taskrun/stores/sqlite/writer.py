@@ -147,7 +147,9 @@ class BatchWriter:
         self._wake.set()
 
     def meta(self, job: Job[Any]) -> None:
-        """Queue ``job``'s meta; written at most every :data:`META_INTERVAL` s (coalesced).
+        """Queue ``job``'s meta and blocked time; written at most every :data:`META_INTERVAL` s.
+
+        Coalesced: the latest of several changes is written once.
 
         Safe from a pool thread: the thread sets a dict item and, once per
         write, wakes the writer through the loop's thread-safe callback.
@@ -319,8 +321,8 @@ class BatchWriter:
         )
         logger.error("%s; retrying up to every %.1f s", self.failing, MAX_RETRY_PAUSE)
 
-    def _take_metas(self) -> list[tuple[str, str, str]]:
-        """Empty the queue of changed meta into rows of :data:`~.db.UPDATE_META`."""
+    def _take_metas(self) -> list[tuple[str | None, float | None, str, str]]:
+        """Empty the queue of changed meta and blocked times into :data:`~.db.UPDATE_META` rows."""
         metas = self._metas
         if not metas:
             return []
@@ -332,7 +334,7 @@ class BatchWriter:
                 _, job = metas.popitem()  # atomic: a pool thread may add meanwhile
             except KeyError:
                 break
-            rows.append((encode_meta(job), job.id, self._token))
+            rows.append((encode_meta(job), job.blocked_for, job.id, self._token))
         return rows
 
     def _isolate(
